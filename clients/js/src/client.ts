@@ -1,0 +1,707 @@
+import { backoffDelay } from './backoff.js';
+import { RelayError, isTerminalCloseCode, terminalErrorCode } from './errors.js';
+import {
+  type ContainerTarget,
+  type RelaySocket,
+  type SocketEvents,
+  type SocketFactory,
+  type WxLike,
+  defaultSocketFactory,
+  wxContainerFactory,
+} from './transports.js';
+
+/** Connection states. `closed` and `replaced` are final: the instance never reconnects. */
+export type State = 'connecting' | 'open' | 'reconnecting' | 'closed' | 'replaced';
+
+/** A frame as handlers receive it. Relay-assigned fields are absent on frames that have none. */
+export interface RelayMessage<T = any> {
+  type: string;
+  data: T;
+  /** The env that sent the message. */
+  from?: string;
+  /** Per-token sequence number assigned by the relay. */
+  seq?: number;
+  /** The sender's client message id, if it set one. */
+  id?: string;
+  /** Relay acceptance time, ms since epoch. */
+  ts?: number;
+}
+
+/** Data of the `relay.hello` frame. */
+export interface HelloData {
+  session?: string;
+  env?: string;
+  peers?: string[];
+  seq?: number;
+  resumed?: boolean;
+  heartbeat?: unknown;
+  [key: string]: unknown;
+}
+
+/** Details that come with a state change. */
+export interface StateDetail {
+  /** The state before this change (equal to the new state when a further reconnect is scheduled). */
+  prev: State;
+  /** Close code that caused the change (reconnecting, closed, replaced). */
+  code?: number;
+  /** Close reason that caused the change. */
+  reason?: string;
+  /** For `reconnecting`: the number of this retry, from 1. */
+  attempt?: number;
+  /** For `reconnecting`: ms until the next connection attempt. */
+  delay?: number;
+}
+
+/** Resolution value of `send()`: the seq the relay assigned. */
+export interface SendResult {
+  seq: number;
+}
+
+export interface SendOptions {
+  /** Envs to deliver to (default: every other env of the token, or the route's choice). */
+  to?: string | string[];
+}
+
+/** Hooks for app foreground/background (default: wx.onAppShow / wx.onAppHide when they exist). */
+export interface AppLifecycle {
+  onShow(callback: () => void): void;
+  onHide(callback: () => void): void;
+  offShow?(callback: () => void): void;
+  offHide?(callback: () => void): void;
+}
+
+export interface ClientOptions {
+  /** Relay WebSocket URL, e.g. `wss://relay.example.com/socket`. Either `url` or `container`. */
+  url?: string;
+  /** WeChat Cloud Hosting target for `wx.cloud.connectContainer`. Either `url` or `container`. */
+  container?: ContainerTarget;
+  /** Shared pairing token. */
+  token: string;
+  /** This side's env name (`h5`, `miniapp`, …). */
+  env: string;
+  /** Socket factory. Default: `wx.connectSocket` in mini programs, `wx.cloud.connectContainer` with `container`, else the global WebSocket. */
+  socket?: SocketFactory;
+  /** WebSocket subprotocols to request. Default none (`v=1` in the query selects the wire). */
+  protocols?: string[];
+  /** Resume cursor for the first connection (e.g. a persisted `client.lastSeq`). Default: none, live only. */
+  since?: number;
+  /** Backoff base in ms. Default 500. */
+  backoffBase?: number;
+  /** Backoff cap in ms. Default 30000. */
+  backoffCap?: number;
+  /** A connection that stays up this long (ms) after `relay.hello` resets the backoff. Default 5000. */
+  stableAfter?: number;
+  /** Interval of `relay.ping` frames in ms; 0 disables the heartbeat. Default 20000. */
+  heartbeatInterval?: number;
+  /** Longest silence (no frame at all) in ms before the connection counts as dead. Default heartbeatInterval + 10000. */
+  heartbeatTimeout?: number;
+  /** Longest wait in ms for a connection to open. Default 15000. */
+  connectTimeout?: number;
+  /** Most unacknowledged sends kept for resending. Default 1000; the oldest is rejected on overflow. */
+  maxQueue?: number;
+  /** Largest frame (UTF-8 bytes) `send()` accepts; 0 disables the check. Default 65536, the relay's default. */
+  maxFrameBytes?: number;
+  /** Foreground/background hooks; `false` disables. Default: wx.onAppShow/onAppHide when present. */
+  lifecycle?: AppLifecycle | false;
+  /** Random source in [0,1) for jitter and ids. Default Math.random. */
+  random?: () => number;
+}
+
+type Handler = (msg: RelayMessage) => void;
+type StateHandler = (state: State, detail: StateDetail) => void;
+type ErrorHandler = (err: RelayError) => void;
+type ResyncHandler = (hello: HelloData) => void;
+
+interface Pending {
+  id: string;
+  frame: string;
+  resolve: (r: SendResult) => void;
+  reject: (e: RelayError) => void;
+}
+
+interface Attempt {
+  socket?: RelaySocket;
+  dead: boolean;
+  opened: boolean;
+}
+
+const registry = new Map<string, RelayClient>();
+
+function clientKey(o: ClientOptions): string {
+  const where = o.container
+    ? `wxcloud://${o.container.env}/${o.container.service}${o.container.path || '/socket'}`
+    : String(o.url);
+  return `${where}\n${o.token}\n${o.env}`;
+}
+
+/**
+ * Returns the client for `url|container` + `token` + `env`, creating and
+ * connecting it on first use. Repeat calls return the same instance (their
+ * other options are ignored) until it is closed or replaced.
+ */
+export function createClient(options: ClientOptions): RelayClient {
+  if (!options || (!options.url && !options.container)) {
+    throw new TypeError('relay: createClient needs `url` or `container`');
+  }
+  if (typeof options.token !== 'string' || !options.token) throw new TypeError('relay: `token` is required');
+  if (typeof options.env !== 'string' || !options.env) throw new TypeError('relay: `env` is required');
+  const key = clientKey(options);
+  let client = registry.get(key);
+  if (!client) {
+    client = new RelayClient(options, key);
+    registry.set(key, client);
+    client._start();
+  }
+  return client;
+}
+
+/** UTF-8 byte length of a string (no TextEncoder needed). */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
+}
+
+function defaultLifecycle(): AppLifecycle | undefined {
+  const w: WxLike | undefined = typeof wx !== 'undefined' && wx ? wx : undefined;
+  if (!w || typeof w.onAppShow !== 'function' || typeof w.onAppHide !== 'function') return undefined;
+  const lc: AppLifecycle = {
+    onShow: (cb) => w.onAppShow!(cb),
+    onHide: (cb) => w.onAppHide!(cb),
+  };
+  if (typeof w.offAppShow === 'function') lc.offShow = (cb) => w.offAppShow!(cb);
+  if (typeof w.offAppHide === 'function') lc.offHide = (cb) => w.offAppHide!(cb);
+  return lc;
+}
+
+function remove<T>(list: T[], item: T): void {
+  const i = list.indexOf(item);
+  if (i >= 0) list.splice(i, 1);
+}
+
+/** One logical relay connection that survives reconnects. Create it with `createClient`. */
+export class RelayClient {
+  private readonly o: Required<
+    Pick<
+      ClientOptions,
+      | 'backoffBase'
+      | 'backoffCap'
+      | 'stableAfter'
+      | 'heartbeatInterval'
+      | 'heartbeatTimeout'
+      | 'connectTimeout'
+      | 'maxQueue'
+      | 'maxFrameBytes'
+      | 'random'
+    >
+  > &
+    ClientOptions;
+  private readonly key: string;
+  private readonly factory: SocketFactory;
+  private readonly idPrefix: string;
+  private idCounter = 0;
+
+  private st: State = 'connecting';
+  private cur: Attempt | null = null;
+  private attempts = 0;
+  private cursor: number | null;
+  private sentSince: number | null = null;
+  private peerSet: string[] = [];
+  private hidden = false;
+
+  private readonly pending = new Map<string, Pending>();
+  private readonly handlers = new Map<string, Handler[]>();
+  private readonly anyHandlers: Handler[] = [];
+  private readonly stateHandlers: StateHandler[] = [];
+  private readonly errorHandlers: ErrorHandler[] = [];
+  private readonly resyncHandlers: ResyncHandler[] = [];
+
+  private reconnectTimer: unknown = null;
+  private connectTimer: unknown = null;
+  private pingTimer: unknown = null;
+  private watchdog: unknown = null;
+  private stableTimer: unknown = null;
+
+  private lifecycle: AppLifecycle | undefined;
+  private readonly showCb = () => this.onAppShow();
+  private readonly hideCb = () => this.onAppHide();
+
+  /** Prefer createClient(), which shares one client per url+token+env and connects it. */
+  constructor(options: ClientOptions, key: string) {
+    const num = (v: number | undefined, d: number): number => (typeof v === 'number' && v >= 0 ? v : d);
+    const interval = num(options.heartbeatInterval, 20000);
+    this.o = {
+      ...options,
+      backoffBase: num(options.backoffBase, 500),
+      backoffCap: num(options.backoffCap, 30000),
+      stableAfter: num(options.stableAfter, 5000),
+      connectTimeout: num(options.connectTimeout, 15000),
+      maxQueue: num(options.maxQueue, 1000),
+      maxFrameBytes: num(options.maxFrameBytes, 65536),
+      random: options.random || Math.random,
+      heartbeatInterval: interval,
+      heartbeatTimeout: num(options.heartbeatTimeout, interval + 10000),
+    };
+    if (!(this.o.maxQueue >= 1)) this.o.maxQueue = 1;
+    this.key = key;
+    this.factory =
+      options.socket ||
+      (options.container
+        ? wxContainerFactory(options.container)
+        : defaultSocketFactory());
+    this.idPrefix = `c-${Math.floor(this.o.random() * 0x7fffffff).toString(36)}${Date.now().toString(36).slice(-4)}`;
+    this.cursor = typeof options.since === 'number' && options.since >= 0 ? options.since : null;
+    this.lifecycle = options.lifecycle === false ? undefined : options.lifecycle || defaultLifecycle();
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Current connection state. */
+  get state(): State {
+    return this.st;
+  }
+
+  /** The highest seq delivered to handlers (the resume cursor), or null before any. Persist it to resume after an app restart. */
+  get lastSeq(): number | null {
+    return this.cursor;
+  }
+
+  /** Envs of this token that the relay reports online (from relay.hello and relay.presence). */
+  get peers(): string[] {
+    return this.peerSet.slice();
+  }
+
+  /** Sends not yet acknowledged by the relay (sent or waiting to be sent). */
+  get queued(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Handles frames of one type: application types, or system frames by their wire
+   * name (`relay.hello`, `relay.presence`, `relay.error`). Returns an unsubscribe function.
+   */
+  on<T = any>(type: string, handler: (msg: RelayMessage<T>) => void): () => void {
+    let list = this.handlers.get(type);
+    if (!list) this.handlers.set(type, (list = []));
+    list.push(handler as Handler);
+    return () => remove(list!, handler as Handler);
+  }
+
+  /** Handles every application message (every type not starting with `relay.`). */
+  onAny(handler: (msg: RelayMessage) => void): () => void {
+    this.anyHandlers.push(handler);
+    return () => remove(this.anyHandlers, handler);
+  }
+
+  /** Called on every state change, and again for each scheduled reconnect. */
+  onState(handler: (state: State, detail: StateDetail) => void): () => void {
+    this.stateHandlers.push(handler);
+    return () => remove(this.stateHandlers, handler);
+  }
+
+  /** Called when a resume was asked for but the relay could not cover the gap (`relay.hello` resumed:false): reload app state. */
+  onResync(handler: (hello: HelloData) => void): () => void {
+    this.resyncHandlers.push(handler);
+    return () => remove(this.resyncHandlers, handler);
+  }
+
+  /** Errors not tied to a send: relay.error without a known id, unparsable frames, handler exceptions, transport errors. */
+  onError(handler: (err: RelayError) => void): () => void {
+    this.errorHandlers.push(handler);
+    return () => remove(this.errorHandlers, handler);
+  }
+
+  /**
+   * Sends a message. Resolves with `{seq}` when the relay acknowledges it, rejects
+   * with a RelayError when the relay refuses it or the client gives up on it. While
+   * not connected the message is queued and sent, with the same id, once connected.
+   */
+  send(type: string, data?: unknown, options: SendOptions = {}): Promise<SendResult> {
+    if (this.st === 'closed' || this.st === 'replaced') {
+      return Promise.reject(new RelayError(this.st, `relay: client is ${this.st}; create a new one to send`));
+    }
+    if (typeof type !== 'string' || type.length < 1 || type.length > 128 || type.indexOf('relay.') === 0) {
+      return Promise.reject(
+        new RelayError('invalid_message', 'relay: type must be 1-128 chars and must not start with "relay."'),
+      );
+    }
+    const id = `${this.idPrefix}-${++this.idCounter}`;
+    const msg: { type: string; data?: unknown; to?: string[]; id: string } = { type, id };
+    if (data !== undefined) msg.data = data;
+    if (options.to !== undefined) msg.to = Array.isArray(options.to) ? options.to : [options.to];
+    let frame: string;
+    try {
+      frame = JSON.stringify(msg);
+    } catch (e) {
+      return Promise.reject(new RelayError('invalid_message', 'relay: data is not JSON-serialisable', { cause: e }));
+    }
+    if (this.o.maxFrameBytes > 0 && utf8Length(frame) > this.o.maxFrameBytes) {
+      return Promise.reject(
+        new RelayError('too_large', `relay: message is larger than maxFrameBytes (${this.o.maxFrameBytes})`, { id }),
+      );
+    }
+    return new Promise<SendResult>((resolve, reject) => {
+      while (this.pending.size >= this.o.maxQueue) {
+        const oldest = this.pending.values().next().value as Pending;
+        this.pending.delete(oldest.id);
+        oldest.reject(
+          new RelayError(
+            'queue_overflow',
+            `relay: send queue full (maxQueue ${this.o.maxQueue}); gave up on the oldest unacknowledged message ${oldest.id}, which may or may not have been delivered`,
+            { id: oldest.id },
+          ),
+        );
+      }
+      this.pending.set(id, { id, frame, resolve, reject });
+      if (this.st === 'open') this.transmit(frame);
+    });
+  }
+
+  /**
+   * Closes the connection for good: pending sends are rejected (code `closed`)
+   * and the next createClient() with the same url+token+env makes a new client.
+   */
+  close(code = 1000, reason = 'client closed'): void {
+    if (this.st === 'closed' || this.st === 'replaced') return;
+    this.finish('closed', code, reason, 'closed', 'relay: client closed');
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  /** @internal */
+  _start(): void {
+    if (this.lifecycle) {
+      this.lifecycle.onShow(this.showCb);
+      this.lifecycle.onHide(this.hideCb);
+    }
+    this.connect();
+  }
+
+  private buildUrl(): string {
+    const q = [`v=1`, `token=${encodeURIComponent(this.o.token)}`, `env=${encodeURIComponent(this.o.env)}`];
+    this.sentSince = this.cursor;
+    if (this.cursor !== null) q.push(`since=${this.cursor}`);
+    const base = this.o.container ? this.o.container.path || '/socket' : String(this.o.url);
+    return base + (base.indexOf('?') >= 0 ? '&' : '?') + q.join('&');
+  }
+
+  private connect(): void {
+    this.reconnectTimer = null;
+    const attempt: Attempt = { dead: false, opened: false };
+    this.cur = attempt;
+    const url = this.buildUrl();
+    const events: SocketEvents = {
+      onOpen: () => {
+        if (attempt.dead || attempt.opened) return;
+        attempt.opened = true;
+        this.clearTimer('connectTimer');
+        this.startHeartbeat();
+      },
+      onMessage: (data) => {
+        if (!attempt.dead) this.onFrame(data);
+      },
+      onClose: (code, reason) => {
+        if (!attempt.dead) this.onSocketClose(code, reason);
+      },
+      onError: (err) => {
+        if (!attempt.dead) this.emitError(new RelayError('transport_error', 'relay: socket error', { cause: err }));
+      },
+    };
+    if (this.o.connectTimeout > 0) {
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = null;
+        this.drop(1006, 'connect timeout');
+      }, this.o.connectTimeout);
+    }
+    let result: RelaySocket | Promise<RelaySocket>;
+    try {
+      result = this.factory(url, events, { protocols: this.o.protocols });
+    } catch (e) {
+      this.emitError(new RelayError('transport_error', 'relay: could not open a socket', { cause: e }));
+      this.onSocketClose(1006, String(e));
+      return;
+    }
+    if (result && typeof (result as Promise<RelaySocket>).then === 'function') {
+      (result as Promise<RelaySocket>).then(
+        (s) => {
+          if (attempt.dead) safeClose(s, 1000, 'abandoned');
+          else attempt.socket = s;
+        },
+        (e) => {
+          if (attempt.dead) return;
+          this.emitError(new RelayError('transport_error', 'relay: could not open a socket', { cause: e }));
+          this.onSocketClose(1006, String(e && (e as { errMsg?: string }).errMsg ? (e as { errMsg: string }).errMsg : e));
+        },
+      );
+    } else {
+      attempt.socket = result as RelaySocket;
+    }
+  }
+
+  /** Abandons the current socket (heartbeat or connect timeout) and reconnects. */
+  private drop(code: number, reason: string): void {
+    const a = this.cur;
+    if (a && a.socket) safeClose(a.socket, 1000, reason);
+    this.onSocketClose(code, reason);
+  }
+
+  private onSocketClose(code: number, reason: string): void {
+    if (this.cur) this.cur.dead = true;
+    this.cur = null;
+    this.stopConnectionTimers();
+    if (this.st === 'closed' || this.st === 'replaced') return;
+    if (isTerminalCloseCode(code)) {
+      const state: State = code === 4502 ? 'replaced' : 'closed';
+      const errCode = terminalErrorCode(code);
+      this.finish(state, code, reason, errCode, `relay: connection closed by the relay (${code}${reason ? ' ' + reason : ''})`);
+      return;
+    }
+    this.scheduleReconnect(code, reason);
+  }
+
+  private scheduleReconnect(code: number, reason: string): void {
+    const delay = backoffDelay(this.attempts, this.o.backoffBase, this.o.backoffCap, this.o.random);
+    this.attempts++;
+    this.setState('reconnecting', { code, reason, attempt: this.attempts, delay });
+    this.clearTimer('reconnectTimer');
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  private finish(state: State, code: number, reason: string, errCode: string, message: string): void {
+    const a = this.cur;
+    this.cur = null;
+    if (a) {
+      a.dead = true;
+      // Browsers and wx accept only 1000 and 3000-4999 from the client side.
+      if (a.socket) safeClose(a.socket, code === 1000 || (code >= 3000 && code <= 4999) ? code : 1000, reason);
+    }
+    this.stopConnectionTimers();
+    this.clearTimer('reconnectTimer');
+    if (registry.get(this.key) === this) registry.delete(this.key);
+    if (this.lifecycle) {
+      if (this.lifecycle.offShow) this.lifecycle.offShow(this.showCb);
+      if (this.lifecycle.offHide) this.lifecycle.offHide(this.hideCb);
+      this.lifecycle = undefined;
+    }
+    this.setState(state, { code, reason });
+    const pend = Array.from(this.pending.values());
+    this.pending.clear();
+    for (const p of pend) p.reject(new RelayError(errCode, message, { id: p.id, closeCode: code }));
+  }
+
+  private setState(state: State, extra: Omit<StateDetail, 'prev'> = {}): void {
+    const prev = this.st;
+    this.st = state;
+    const detail: StateDetail = { prev, ...extra };
+    for (const h of this.stateHandlers.slice()) this.call(() => h(state, detail));
+  }
+
+  private transmit(frame: string): void {
+    const a = this.cur;
+    if (!a || !a.socket) return;
+    try {
+      a.socket.send(frame);
+    } catch (e) {
+      // The frame stays pending and is resent after the reconnect this failure leads to.
+      this.emitError(new RelayError('transport_error', 'relay: send failed', { cause: e }));
+    }
+  }
+
+  // ---------------------------------------------------------------- heartbeat
+
+  private startHeartbeat(): void {
+    this.stopHeartbeat();
+    if (this.o.heartbeatInterval <= 0 || this.hidden) return;
+    this.pingTimer = setInterval(() => this.transmit('{"type":"relay.ping"}'), this.o.heartbeatInterval);
+    this.armWatchdog();
+  }
+
+  private armWatchdog(): void {
+    if (this.o.heartbeatInterval <= 0 || this.hidden || !this.cur || !this.cur.opened) return;
+    this.clearTimer('watchdog');
+    this.watchdog = setTimeout(() => {
+      this.watchdog = null;
+      this.drop(1006, 'heartbeat timeout');
+    }, this.o.heartbeatTimeout);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.pingTimer !== null) clearInterval(this.pingTimer);
+    this.pingTimer = null;
+    this.clearTimer('watchdog');
+  }
+
+  private stopConnectionTimers(): void {
+    this.stopHeartbeat();
+    this.clearTimer('connectTimer');
+    this.clearTimer('stableTimer');
+  }
+
+  private clearTimer(name: 'reconnectTimer' | 'connectTimer' | 'watchdog' | 'stableTimer'): void {
+    if (this[name] !== null) clearTimeout(this[name]);
+    this[name] = null;
+  }
+
+  private onAppHide(): void {
+    this.hidden = true;
+    this.stopHeartbeat();
+  }
+
+  private onAppShow(): void {
+    this.hidden = false;
+    if (this.st === 'closed' || this.st === 'replaced') return;
+    if (this.reconnectTimer !== null) {
+      // Waiting out a backoff: the app is back in front, try right away.
+      this.clearTimer('reconnectTimer');
+      this.attempts = 0;
+      this.connect();
+    } else if (this.cur && this.cur.opened) {
+      // The socket may have died in the background without telling: probe it now.
+      this.startHeartbeat();
+      if (this.o.heartbeatInterval > 0) this.transmit('{"type":"relay.ping"}');
+    }
+  }
+
+  // ---------------------------------------------------------------- inbound
+
+  private onFrame(text: string): void {
+    this.armWatchdog();
+    let f: any;
+    try {
+      f = JSON.parse(text);
+    } catch (e) {
+      this.emitError(new RelayError('bad_frame', 'relay: received a frame that is not JSON', { cause: e }));
+      return;
+    }
+    if (!f || typeof f !== 'object' || typeof f.type !== 'string') {
+      this.emitError(
+        new RelayError('bad_frame', 'relay: received a frame without a type (is the relay serving wire v1?)'),
+      );
+      return;
+    }
+    const data = f.data && typeof f.data === 'object' ? f.data : {};
+    switch (f.type) {
+      case 'relay.pong':
+        return;
+      case 'relay.ack': {
+        const p = typeof data.id === 'string' ? this.pending.get(data.id) : undefined;
+        if (p) {
+          this.pending.delete(p.id);
+          p.resolve({ seq: data.seq });
+        }
+        return;
+      }
+      case 'relay.hello':
+        this.onHello(data as HelloData);
+        break;
+      case 'relay.presence':
+        if (typeof data.env === 'string') {
+          remove(this.peerSet, data.env);
+          if (data.online) this.peerSet.push(data.env);
+        }
+        break;
+      case 'relay.error': {
+        const p = typeof data.id === 'string' ? this.pending.get(data.id) : undefined;
+        const err = new RelayError(String(data.code || 'error'), String(data.message || 'relay error'), {
+          ref: data.ref,
+          route: data.route,
+          id: data.id,
+        });
+        if (p) {
+          this.pending.delete(p.id);
+          p.reject(err);
+          return;
+        }
+        this.emitError(err);
+        break;
+      }
+      default:
+        if (typeof f.seq === 'number') {
+          if (this.cursor !== null && f.seq <= this.cursor) return; // already delivered
+          this.cursor = f.seq;
+        }
+    }
+    this.deliver(f);
+  }
+
+  private onHello(h: HelloData): void {
+    const asked = this.sentSince !== null;
+    if (!asked) {
+      // Fresh (live-only) session: the relay's current seq is where a later resume starts.
+      if (typeof h.seq === 'number' && this.cursor === null) this.cursor = h.seq;
+    } else if (h.resumed !== true) {
+      // The history no longer covers our cursor (or the relay restarted): start over from its seq.
+      this.cursor = typeof h.seq === 'number' ? h.seq : null;
+    }
+    this.peerSet = Array.isArray(h.peers) ? h.peers.filter((p) => typeof p === 'string') : [];
+    this.clearTimer('stableTimer');
+    this.stableTimer = setTimeout(() => {
+      this.stableTimer = null;
+      this.attempts = 0;
+    }, this.o.stableAfter);
+    // Resend everything not yet acknowledged, in order, with the same ids, before
+    // anything a state handler might send.
+    for (const p of Array.from(this.pending.values())) this.transmit(p.frame);
+    this.setState('open');
+    if (asked && h.resumed !== true) {
+      for (const r of this.resyncHandlers.slice()) this.call(() => r(h));
+    }
+  }
+
+  private deliver(f: any): void {
+    const msg: RelayMessage = { type: f.type, data: f.data };
+    if (f.from !== undefined) msg.from = f.from;
+    if (f.seq !== undefined) msg.seq = f.seq;
+    if (f.id !== undefined) msg.id = f.id;
+    if (f.ts !== undefined) msg.ts = f.ts;
+    const list = this.handlers.get(f.type);
+    if (list) for (const h of list.slice()) this.call(() => h(msg));
+    if (f.type.indexOf('relay.') !== 0) for (const h of this.anyHandlers.slice()) this.call(() => h(msg));
+  }
+
+  private call(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.emitError(new RelayError('handler_error', 'relay: a handler threw', { cause: e }), true);
+    }
+  }
+
+  private emitError(err: RelayError, fromHandler = false): void {
+    if (this.errorHandlers.length === 0) {
+      if (fromHandler) {
+        // Nobody listens: surface it like an uncaught exception, without breaking the socket loop.
+        setTimeout(() => {
+          throw err.cause !== undefined ? err.cause : err;
+        }, 0);
+      }
+      return;
+    }
+    for (const h of this.errorHandlers.slice()) {
+      try {
+        h(err);
+      } catch {
+        // an error handler that throws is ignored
+      }
+    }
+  }
+}
+
+function safeClose(s: RelaySocket, code: number, reason: string): void {
+  try {
+    s.close(code, reason);
+  } catch {
+    // already closed
+  }
+}

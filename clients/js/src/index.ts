@@ -1,0 +1,36 @@
+/**
+ * @pairrelay/client: the relay client SDK for browsers and mini programs.
+ * Speaks relay wire protocol v1 (typed JSON envelopes, acks, resume by seq).
+ */
+export { createClient } from './client.js';
+export type {
+  RelayClient,
+  AppLifecycle,
+  ClientOptions,
+  HelloData,
+  RelayMessage,
+  SendOptions,
+  SendResult,
+  State,
+  StateDetail,
+} from './client.js';
+export { RelayError, CloseCode, isTerminalCloseCode } from './errors.js';
+export { backoffDelay } from './backoff.js';
+export {
+  adaptSocketTask,
+  defaultSocketFactory,
+  socketTaskFactory,
+  webSocketFactory,
+  wxContainerFactory,
+  wxSocketFactory,
+} from './transports.js';
+export type {
+  ContainerTarget,
+  RelaySocket,
+  SocketEvents,
+  SocketFactory,
+  SocketOptions,
+  SocketTaskLike,
+  WebSocketLikeConstructor,
+  WxLike,
+} from './transports.js';

@@ -1,0 +1,590 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient, RelayError, CloseCode, isTerminalCloseCode } from '../dist/index.mjs';
+import { FakeNet, freshToken } from './fake-socket.mjs';
+
+const URL_ = 'wss://relay.test/socket';
+
+/** A client on a fake network with mocked timers; closed after the test. */
+function setup(t, options = {}) {
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const net = new FakeNet();
+  const client = createClient({
+    url: URL_,
+    token: freshToken(),
+    env: 'h5',
+    socket: net.factory,
+    lifecycle: false,
+    random: () => 0.5,
+    ...options,
+  });
+  const states = [];
+  client.onState((state, detail) => states.push({ state, ...detail }));
+  t.after(() => client.close());
+  return { net, client, states };
+}
+
+const flush = () => new Promise((r) => setImmediate(r));
+
+describe('connection URL', () => {
+  test('first connect asks for v=1 with token and env, and no since', (t) => {
+    const { net, client } = setup(t, { token: 'a b&c/d' });
+    assert.equal(net.count, 1);
+    assert.equal(client.state, 'connecting');
+    const q = net.last.query;
+    assert.equal(q.get('v'), '1');
+    assert.equal(q.get('token'), 'a b&c/d');
+    assert.equal(q.get('env'), 'h5');
+    assert.equal(q.has('since'), false);
+    assert.ok(net.last.url.startsWith('wss://relay.test/socket?v=1&token=a%20b%26c%2Fd&env=h5'), net.last.url);
+  });
+
+  test('a url that already has a query gets the parameters appended', (t) => {
+    const { net } = setup(t, { url: 'wss://relay.test/socket?region=sh' });
+    assert.match(net.last.url, /^wss:\/\/relay\.test\/socket\?region=sh&v=1&token=/);
+  });
+
+  test('reconnect resumes with since = last seq delivered', (t) => {
+    const { net } = setup(t);
+    net.last.hello({ seq: 0 });
+    net.last.message('note', { n: 1 }, 5);
+    net.last.message('note', { n: 2 }, 7);
+    net.last.drop(1006);
+    t.mock.timers.tick(30000);
+    assert.equal(net.count, 2);
+    assert.equal(net.last.query.get('since'), '7');
+    assert.equal(net.last.query.get('v'), '1');
+  });
+
+  test('a live-only session resumes from the seq in relay.hello', (t) => {
+    const { net, client } = setup(t);
+    assert.equal(client.lastSeq, null);
+    net.last.hello({ seq: 41 });
+    assert.equal(client.lastSeq, 41);
+    net.last.drop(1012, 'restart');
+    t.mock.timers.tick(30000);
+    assert.equal(net.last.query.get('since'), '41');
+  });
+
+  test('options.since resumes the very first connection (persisted cursor)', (t) => {
+    const { net, client } = setup(t, { since: 12 });
+    assert.equal(net.last.query.get('since'), '12');
+    assert.equal(client.lastSeq, 12);
+  });
+});
+
+describe('backoff in the client', () => {
+  test('reconnect delays grow exponentially with jitter, up to the cap', (t) => {
+    const { net, states } = setup(t, { backoffBase: 100, backoffCap: 1000 });
+    const delays = [];
+    for (let i = 0; i < 7; i++) {
+      net.last.drop(1006);
+      const s = states[states.length - 1];
+      assert.equal(s.state, 'reconnecting');
+      assert.equal(s.attempt, i + 1);
+      delays.push(s.delay);
+      const before = net.count;
+      if (s.delay > 0) {
+        t.mock.timers.tick(s.delay - 1);
+        assert.equal(net.count, before, 'no new socket before the delay has passed');
+      }
+      t.mock.timers.tick(1);
+      assert.equal(net.count, before + 1, 'a new socket once the delay has passed');
+    }
+    // random() = 0.5 → half of min(cap, base * 2^n)
+    assert.deepEqual(delays, [50, 100, 200, 400, 500, 500, 500]);
+  });
+
+  test('jittered delays stay within [0, ceiling) for real random values', (t) => {
+    const { net, states } = setup(t, { backoffBase: 200, backoffCap: 3000, random: Math.random });
+    for (let i = 0; i < 10; i++) {
+      net.last.drop(4008, 'slow consumer');
+      const s = states[states.length - 1];
+      const ceiling = Math.min(3000, 200 * 2 ** i);
+      assert.ok(s.delay >= 0 && s.delay < ceiling, `attempt ${i + 1}: ${s.delay} not in [0, ${ceiling})`);
+      t.mock.timers.tick(s.delay);
+    }
+    assert.equal(net.count, 11);
+  });
+
+  test('backoff resets after a connection stays good, not after a flap', (t) => {
+    const { net, states } = setup(t, { backoffBase: 100, backoffCap: 100000, stableAfter: 5000 });
+    const lastDelay = () => states[states.length - 1].delay;
+    for (let i = 0; i < 4; i++) {
+      net.last.drop(1006);
+      t.mock.timers.tick(lastDelay());
+    }
+    assert.equal(lastDelay(), 400, 'fourth retry: 0.5 * 100 * 2^3');
+    // Hello, but the connection drops before it counts as stable: keeps growing.
+    net.last.hello();
+    t.mock.timers.tick(4999);
+    net.last.drop(1006);
+    assert.equal(lastDelay(), 800);
+    t.mock.timers.tick(800);
+    // Now a good connection: stays up past stableAfter.
+    net.last.hello();
+    t.mock.timers.tick(5000);
+    net.last.drop(1012);
+    assert.equal(lastDelay(), 50, 'back to the base range');
+    assert.equal(states[states.length - 1].attempt, 1);
+  });
+});
+
+describe('close codes', () => {
+  for (const [code, errCode] of [
+    [4501, 'unauthorized'],
+    [4503, 'env_not_allowed'],
+    [4504, 'too_many_connections'],
+    [4599, 'closed'],
+  ]) {
+    test(`terminal ${code}: state closed with the code, no reconnect, pending rejected`, async (t) => {
+      const { net, client, states } = setup(t);
+      const p = client.send('note', 1);
+      net.last.open();
+      net.last.drop(code, 'nope');
+      assert.equal(client.state, 'closed');
+      assert.deepEqual(
+        { state: states.at(-1).state, code: states.at(-1).code, reason: states.at(-1).reason },
+        { state: 'closed', code, reason: 'nope' },
+      );
+      await assert.rejects(p, (e) => e instanceof RelayError && e.code === errCode && e.closeCode === code);
+      t.mock.timers.tick(10 * 60 * 1000);
+      assert.equal(net.count, 1, 'never reconnects');
+      await assert.rejects(client.send('x'), (e) => e.code === 'closed');
+    });
+  }
+
+  test('4502 replaced: state replaced, no reconnect', async (t) => {
+    const { net, client, states } = setup(t);
+    net.last.hello();
+    const p = client.send('note', 1);
+    net.last.drop(CloseCode.Replaced, 'replaced');
+    assert.equal(client.state, 'replaced');
+    assert.equal(states.at(-1).state, 'replaced');
+    assert.equal(states.at(-1).code, 4502);
+    await assert.rejects(p, (e) => e.code === 'replaced');
+    t.mock.timers.tick(10 * 60 * 1000);
+    assert.equal(net.count, 1);
+  });
+
+  for (const code of [1000, 1006, 1009, 1011, 1012, 4000, 4008, 4029, 4499]) {
+    test(`${code} reconnects with backoff`, (t) => {
+      const { net, client } = setup(t);
+      net.last.hello();
+      net.last.drop(code, 'x');
+      assert.equal(client.state, 'reconnecting');
+      t.mock.timers.tick(30000);
+      assert.equal(net.count, 2);
+      net.last.hello();
+      assert.equal(client.state, 'open');
+    });
+  }
+
+  test('isTerminalCloseCode covers exactly 4500-4999', () => {
+    assert.equal(isTerminalCloseCode(4499), false);
+    assert.equal(isTerminalCloseCode(4500), true);
+    assert.equal(isTerminalCloseCode(4999), true);
+    assert.equal(isTerminalCloseCode(5000), false);
+    assert.equal(isTerminalCloseCode(1006), false);
+  });
+});
+
+describe('delivery', () => {
+  test('handlers get {type, data, from, seq, id, ts}; on() unsubscribes; onAny skips system frames', (t) => {
+    const { net, client } = setup(t);
+    const got = [];
+    const any = [];
+    const off = client.on('addMaterial', (m) => got.push(m));
+    client.onAny((m) => any.push(m.type));
+    net.last.hello({ peers: ['miniapp'] });
+    net.last.frame({ type: 'addMaterial', data: { a: 1 }, from: 'miniapp', seq: 3, id: 'c-x-1', ts: 123 });
+    assert.deepEqual(got, [{ type: 'addMaterial', data: { a: 1 }, from: 'miniapp', seq: 3, id: 'c-x-1', ts: 123 }]);
+    off();
+    net.last.message('addMaterial', {}, 4);
+    assert.equal(got.length, 1, 'unsubscribed handler is not called');
+    net.last.frame({ type: 'relay.presence', data: { env: 'pc', online: true } });
+    assert.deepEqual(any, ['addMaterial', 'addMaterial']);
+  });
+
+  test('dedupe by seq: repeats and older seqs are dropped, also across a resume', (t) => {
+    const { net, client } = setup(t);
+    const seqs = [];
+    client.onAny((m) => seqs.push(m.seq));
+    net.last.hello({ seq: 0 });
+    for (const s of [1, 2, 2, 1, 3]) net.last.message('note', null, s);
+    assert.deepEqual(seqs, [1, 2, 3]);
+    net.last.drop(1006);
+    t.mock.timers.tick(30000);
+    assert.equal(net.last.query.get('since'), '3');
+    net.last.hello({ seq: 5, resumed: true });
+    for (const s of [2, 3, 4, 5]) net.last.message('note', null, s);
+    assert.deepEqual(seqs, [1, 2, 3, 4, 5]);
+    assert.equal(client.lastSeq, 5);
+  });
+
+  test('resumed:false after asking to resume emits resync; resumed:true does not', (t) => {
+    const { net, client } = setup(t);
+    const resyncs = [];
+    client.onResync((h) => resyncs.push(h));
+    net.last.hello({ seq: 0, resumed: false });
+    assert.equal(resyncs.length, 0, 'no resync on a fresh live-only connect');
+    net.last.message('note', null, 10);
+    net.last.drop(1006);
+    t.mock.timers.tick(30000);
+    net.last.hello({ seq: 12, resumed: true });
+    assert.equal(resyncs.length, 0);
+    net.last.message('note', null, 11);
+    net.last.drop(1012);
+    t.mock.timers.tick(30000);
+    assert.equal(net.last.query.get('since'), '11');
+    net.last.hello({ seq: 3, resumed: false }); // e.g. the relay restarted and lost its history
+    assert.equal(resyncs.length, 1);
+    assert.equal(resyncs[0].seq, 3);
+    const seqs = [];
+    client.onAny((m) => seqs.push(m.seq));
+    net.last.message('note', null, 4);
+    assert.deepEqual(seqs, [4], 'the cursor follows the relay after a resync');
+  });
+
+  test('peers follow relay.hello and relay.presence', (t) => {
+    const { net, client } = setup(t);
+    net.last.hello({ peers: ['miniapp'] });
+    assert.deepEqual(client.peers, ['miniapp']);
+    net.last.frame({ type: 'relay.presence', data: { env: 'pc', online: true } });
+    net.last.frame({ type: 'relay.presence', data: { env: 'miniapp', online: false } });
+    assert.deepEqual(client.peers, ['pc']);
+    const seen = [];
+    client.on('relay.presence', (m) => seen.push(m.data));
+    net.last.frame({ type: 'relay.presence', data: { env: 'pc', online: false } });
+    assert.deepEqual(seen, [{ env: 'pc', online: false }]);
+    assert.deepEqual(client.peers, []);
+  });
+
+  test('bad frames and throwing handlers are reported to onError and do not stop delivery', (t) => {
+    const { net, client } = setup(t);
+    const errors = [];
+    const got = [];
+    client.onError((e) => errors.push(e.code));
+    client.on('note', () => {
+      throw new Error('boom');
+    });
+    client.on('note', (m) => got.push(m.seq));
+    net.last.hello();
+    net.last.frame('not json');
+    net.last.frame('"a seed-style string"');
+    net.last.message('note', null, 1);
+    assert.deepEqual(errors, ['bad_frame', 'bad_frame', 'handler_error']);
+    assert.deepEqual(got, [1]);
+  });
+});
+
+describe('sending', () => {
+  test('ack resolves with {seq}; the frame carries type, data, to and a c-<random>-<n> id', async (t) => {
+    const { net, client } = setup(t);
+    net.last.hello();
+    const p = client.send('addMaterial', { url: 'x' }, { to: ['miniapp'] });
+    const f = net.last.appFrames[0];
+    assert.equal(f.type, 'addMaterial');
+    assert.deepEqual(f.data, { url: 'x' });
+    assert.deepEqual(f.to, ['miniapp']);
+    assert.match(f.id, /^c-[a-z0-9]+-\d+$/);
+    assert.ok(f.id.length <= 64);
+    assert.equal(client.queued, 1);
+    net.last.ack(f.id, 42);
+    assert.deepEqual(await p, { seq: 42 });
+    assert.equal(client.queued, 0);
+    const p2 = client.send('ping2', undefined, { to: 'pc' });
+    const f2 = net.last.appFrames[1];
+    assert.deepEqual(f2.to, ['pc']);
+    assert.equal('data' in f2, false);
+    assert.notEqual(f2.id, f.id);
+    net.last.ack(f2.id, 43);
+    assert.deepEqual(await p2, { seq: 43 });
+  });
+
+  test('relay.error with the id rejects with code, message and ref', async (t) => {
+    const { net, client } = setup(t);
+    const errors = [];
+    client.onError((e) => errors.push(e));
+    net.last.hello();
+    const p = client.send('addMaterial', { bad: true });
+    const id = net.last.appFrames[0].id;
+    net.last.frame({
+      type: 'relay.error',
+      data: { id, code: 'validation', message: 'data.url is required', route: 'materials', ref: 'r-123' },
+    });
+    await assert.rejects(p, (e) => {
+      assert.ok(e instanceof RelayError);
+      assert.ok(e instanceof Error);
+      assert.equal(e.code, 'validation');
+      assert.equal(e.message, 'data.url is required');
+      assert.equal(e.ref, 'r-123');
+      assert.equal(e.route, 'materials');
+      assert.equal(e.id, id);
+      return true;
+    });
+    assert.equal(errors.length, 0, 'a matched error is not also reported to onError');
+    net.last.frame({ type: 'relay.error', data: { code: 'invalid_json', message: 'bad', ref: 'r-9' } });
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].ref, 'r-9');
+    assert.equal(client.queued, 0);
+  });
+
+  test('sends while offline are queued, then sent in order once open', async (t) => {
+    const { net, client } = setup(t);
+    const ps = [client.send('a', 1), client.send('b', 2), client.send('c', 3)];
+    assert.equal(client.queued, 3);
+    net.last.open();
+    assert.deepEqual(net.last.appFrames, [], 'nothing is sent before relay.hello');
+    net.last.hello();
+    const frames = net.last.appFrames;
+    assert.deepEqual(frames.map((f) => f.type), ['a', 'b', 'c']);
+    frames.forEach((f, i) => net.last.ack(f.id, i + 1));
+    assert.deepEqual(await Promise.all(ps), [{ seq: 1 }, { seq: 2 }, { seq: 3 }]);
+  });
+
+  test('unacked sends are resent after reconnect with the same ids, in order; acked ones are not', async (t) => {
+    const { net, client } = setup(t);
+    net.last.hello();
+    const p1 = client.send('one', 1);
+    const p2 = client.send('two', 2);
+    const first = net.last.appFrames;
+    net.last.ack(first[0].id, 10);
+    assert.deepEqual(await p1, { seq: 10 });
+    net.last.drop(1006);
+    const p3 = client.send('three', 3); // while reconnecting
+    t.mock.timers.tick(30000);
+    const sock = net.last;
+    sock.hello({ resumed: true });
+    const resent = sock.appFrames;
+    assert.deepEqual(resent.map((f) => f.type), ['two', 'three']);
+    assert.equal(resent[0].id, first[1].id, 'same id as the first attempt');
+    // sent from a state handler right when the state goes open: stays behind the resends
+    let p4;
+    client.onState((s) => {
+      if (s === 'open' && !p4) p4 = client.send('four', 4);
+    });
+    sock.drop(1006);
+    t.mock.timers.tick(30000);
+    net.last.hello({ resumed: true });
+    assert.deepEqual(net.last.appFrames.map((f) => f.type), ['two', 'three', 'four']);
+    assert.deepEqual(
+      net.last.appFrames.slice(0, 2).map((f) => f.id),
+      resent.map((f) => f.id),
+    );
+    net.last.ack(resent[0].id, 11);
+    net.last.ack(resent[1].id, 12);
+    net.last.ack(net.last.appFrames[2].id, 13);
+    assert.deepEqual(await p2, { seq: 11 });
+    assert.deepEqual(await p3, { seq: 12 });
+    assert.deepEqual(await p4, { seq: 13 });
+  });
+
+  test('the queue is bounded: overflow rejects the oldest with a clear error', async (t) => {
+    const { net, client } = setup(t, { maxQueue: 3 });
+    const p1 = client.send('m', 1);
+    const rest = [client.send('m', 2), client.send('m', 3), client.send('m', 4)];
+    await assert.rejects(p1, (e) => e.code === 'queue_overflow' && /maxQueue 3/.test(e.message));
+    assert.equal(client.queued, 3);
+    net.last.hello();
+    const frames = net.last.appFrames;
+    assert.deepEqual(frames.map((f) => f.data), [2, 3, 4]);
+    frames.forEach((f, i) => net.last.ack(f.id, i));
+    await Promise.all(rest);
+  });
+
+  test('invalid types and oversized frames are rejected without touching the queue', async (t) => {
+    const { client } = setup(t, { maxFrameBytes: 100 });
+    await assert.rejects(client.send(''), (e) => e.code === 'invalid_message');
+    await assert.rejects(client.send('relay.ping'), (e) => e.code === 'invalid_message');
+    await assert.rejects(client.send('x'.repeat(129)), (e) => e.code === 'invalid_message');
+    await assert.rejects(client.send('big', 'é'.repeat(40)), (e) => e.code === 'too_large');
+    const circular = {};
+    circular.self = circular;
+    await assert.rejects(client.send('c', circular), (e) => e.code === 'invalid_message');
+    assert.equal(client.queued, 0);
+  });
+
+  test('close() rejects pending sends, stops reconnecting and frees the singleton', async (t) => {
+    const { net, client, states } = setup(t);
+    net.last.hello();
+    const p = client.send('m', 1);
+    client.close();
+    assert.equal(client.state, 'closed');
+    assert.equal(states.at(-1).code, 1000);
+    assert.deepEqual(net.last.closedByClient, { code: 1000, reason: 'client closed' });
+    await assert.rejects(p, (e) => e.code === 'closed');
+    t.mock.timers.tick(10 * 60 * 1000);
+    assert.equal(net.count, 1);
+  });
+});
+
+describe('singleton', () => {
+  test('one client per url+token+env until closed', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    const net = new FakeNet();
+    const token = freshToken();
+    const opts = { url: URL_, token, env: 'h5', socket: net.factory, lifecycle: false };
+    const a = createClient(opts);
+    const b = createClient({ ...opts, heartbeatInterval: 5 });
+    assert.equal(a, b);
+    assert.equal(net.count, 1, 'the repeat call does not open another socket');
+    const other = [
+      createClient({ ...opts, env: 'pc' }),
+      createClient({ ...opts, token: token + 'x' }),
+      createClient({ ...opts, url: URL_ + '2' }),
+    ];
+    for (const c of other) assert.notEqual(c, a);
+    assert.equal(new Set(other).size, 3);
+    a.close();
+    const c = createClient(opts);
+    assert.notEqual(c, a);
+    assert.equal(c.state, 'connecting');
+    for (const x of [c, ...other]) x.close();
+  });
+
+  test('a replaced client is released too', (t) => {
+    const { net, client } = setup(t);
+    net.last.drop(4502);
+    const again = createClient({ url: URL_, token: new URL(net.last.url).searchParams.get('token'), env: 'h5', socket: net.factory, lifecycle: false });
+    assert.notEqual(again, client);
+    again.close();
+  });
+
+  test('createClient validates its options', () => {
+    assert.throws(() => createClient({ token: 't', env: 'h5' }), TypeError);
+    assert.throws(() => createClient({ url: URL_, env: 'h5' }), TypeError);
+    assert.throws(() => createClient({ url: URL_, token: 't' }), TypeError);
+  });
+});
+
+describe('heartbeat', () => {
+  test('relay.ping every interval; frames keep the connection alive', (t) => {
+    const { net, client } = setup(t, { heartbeatInterval: 1000, heartbeatTimeout: 2500 });
+    net.last.hello();
+    for (let i = 0; i < 5; i++) {
+      t.mock.timers.tick(1000);
+      net.last.frame({ type: 'relay.pong', data: {} });
+    }
+    const pings = net.last.frames.filter((f) => f.type === 'relay.ping');
+    assert.equal(pings.length, 5);
+    assert.deepEqual(pings[0], { type: 'relay.ping' });
+    assert.equal(client.state, 'open');
+    assert.equal(net.count, 1);
+  });
+
+  test('silence past the timeout closes the socket and reconnects', (t) => {
+    const { net, client, states } = setup(t, { heartbeatInterval: 1000, heartbeatTimeout: 2500 });
+    net.last.hello();
+    const first = net.last;
+    t.mock.timers.tick(2000);
+    first.message('note', null, 1); // any frame counts
+    t.mock.timers.tick(2499);
+    assert.equal(client.state, 'open');
+    assert.equal(first.closedByClient, null);
+    t.mock.timers.tick(1);
+    assert.ok(first.closedByClient, 'the dead socket is closed');
+    assert.equal(client.state, 'reconnecting');
+    assert.equal(states.at(-1).reason, 'heartbeat timeout');
+    t.mock.timers.tick(30000);
+    assert.equal(net.count, 2);
+    assert.equal(net.last.query.get('since'), '1');
+    // events from the abandoned socket are ignored
+    first.drop(4502);
+    assert.equal(client.state, 'reconnecting');
+  });
+
+  test('connect timeout abandons a socket that never opens', (t) => {
+    const { net, client } = setup(t, { connectTimeout: 3000 });
+    t.mock.timers.tick(3000);
+    assert.ok(net.sockets[0].closedByClient);
+    assert.equal(client.state, 'reconnecting');
+    t.mock.timers.tick(30000);
+    assert.equal(net.count, 2);
+  });
+
+  test('app hide pauses the heartbeat; show resumes it and skips a pending backoff', (t) => {
+    let show;
+    let hide;
+    const removed = [];
+    const lifecycle = {
+      onShow: (cb) => (show = cb),
+      onHide: (cb) => (hide = cb),
+      offShow: (cb) => removed.push(cb === show && 'show'),
+      offHide: (cb) => removed.push(cb === hide && 'hide'),
+    };
+    const { net, client } = setup(t, {
+      lifecycle,
+      heartbeatInterval: 1000,
+      heartbeatTimeout: 2500,
+      backoffBase: 60000,
+      backoffCap: 60000,
+    });
+    net.last.hello();
+    hide();
+    t.mock.timers.tick(60000);
+    assert.equal(net.last.frames.length, 0, 'no pings while hidden');
+    assert.equal(client.state, 'open', 'no heartbeat timeout while hidden');
+    show();
+    assert.deepEqual(net.last.frames, [{ type: 'relay.ping' }], 'probes right away on show');
+    t.mock.timers.tick(2500);
+    assert.equal(client.state, 'reconnecting', 'a socket that died in the background is detected');
+    assert.equal(net.count, 1);
+    show(); // skip the 30 s backoff
+    assert.equal(net.count, 2);
+    client.close();
+    assert.deepEqual(removed, ['show', 'hide']);
+  });
+
+  test('uses wx.onAppShow/onAppHide by default when they exist', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    const calls = [];
+    globalThis.wx = {
+      onAppShow: (cb) => calls.push(['onAppShow', typeof cb]),
+      onAppHide: (cb) => calls.push(['onAppHide', typeof cb]),
+      offAppShow: () => calls.push(['offAppShow']),
+      offAppHide: () => calls.push(['offAppHide']),
+    };
+    t.after(() => delete globalThis.wx);
+    const net = new FakeNet();
+    const client = createClient({ url: URL_, token: freshToken(), env: 'h5', socket: net.factory });
+    client.close();
+    assert.deepEqual(calls, [['onAppShow', 'function'], ['onAppHide', 'function'], ['offAppShow'], ['offAppHide']]);
+  });
+});
+
+describe('transports', () => {
+  test('a factory returning a Promise (connectContainer-style) works, and a rejected one retries', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    const net = new FakeNet();
+    let fail = true;
+    const factory = (url, events, options) =>
+      fail ? Promise.reject({ errMsg: 'connectContainer:fail' }) : Promise.resolve(net.factory(url, events, options));
+    const client = createClient({ url: URL_, token: freshToken(), env: 'h5', socket: factory, lifecycle: false, random: () => 0.5 });
+    t.after(() => client.close());
+    const states = [];
+    client.onState((s, d) => states.push([s, d.reason]));
+    await flush();
+    assert.deepEqual(states, [['reconnecting', 'connectContainer:fail']]);
+    fail = false;
+    t.mock.timers.tick(30000);
+    await flush();
+    net.last.hello();
+    assert.equal(client.state, 'open');
+  });
+
+  test('a factory that throws is retried with backoff', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    let n = 0;
+    const net = new FakeNet();
+    const factory = (...a) => {
+      if (n++ === 0) throw new Error('no socket today');
+      return net.factory(...a);
+    };
+    const client = createClient({ url: URL_, token: freshToken(), env: 'h5', socket: factory, lifecycle: false });
+    t.after(() => client.close());
+    assert.equal(client.state, 'reconnecting');
+    t.mock.timers.tick(30000);
+    assert.equal(net.count, 1);
+  });
+});

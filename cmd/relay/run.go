@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"runtime/debug"
+
+	"github.com/pairrelay/relay/config"
+	"github.com/pairrelay/relay/core"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `usage: relay <command> [flags]
+
+commands:
+  serve [-c relay.yaml]   run the relay (built-in defaults when the file does not exist)
+  check [-c relay.yaml]   validate a config file and list every problem
+  version                 print the version
+`
+
+// Run executes one relay command; it returns when the command is done or,
+// for serve, when ctx is cancelled and the graceful shutdown has finished.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "check":
+		return check(args[1:], stdout)
+	case "version":
+		fmt.Fprintln(stdout, "relay", versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func versionString() string {
+	if version != "dev" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return version
+}
+
+// configFlag parses "-c FILE" (or a lone FILE argument) and reports whether
+// the user named the file explicitly.
+func configFlag(name string, args []string) (path string, explicit bool, err error) {
+	fset := flag.NewFlagSet(name, flag.ContinueOnError)
+	fset.SetOutput(io.Discard)
+	fset.StringVar(&path, "c", "relay.yaml", "config file")
+	if err := fset.Parse(args); err != nil {
+		return "", false, fmt.Errorf("%s: %w", name, err)
+	}
+	switch fset.NArg() {
+	case 0:
+	case 1:
+		path = fset.Arg(0)
+	default:
+		return "", false, fmt.Errorf("%s: one config file at most, got %v", name, fset.Args())
+	}
+	fset.Visit(func(*flag.Flag) { explicit = true })
+	return path, explicit || fset.NArg() == 1, nil
+}
+
+// loadConfig reads path, or the built-in defaults when path was not named
+// explicitly and does not exist.
+func loadConfig(path string, explicit bool) (cfg *config.Config, source string, err error) {
+	cfg, err = config.Load(path)
+	if err != nil && !explicit && errors.Is(err, fs.ErrNotExist) {
+		cfg, err = config.Parse(nil, "built-in defaults")
+		return cfg, "built-in defaults", err
+	}
+	return cfg, path, err
+}
+
+func check(args []string, stdout io.Writer) error {
+	path, explicit, err := configFlag("check", args)
+	if err != nil {
+		return err
+	}
+	_, source, err := loadConfig(path, explicit)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", source)
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	path, explicit, err := configFlag("serve", args)
+	if err != nil {
+		return err
+	}
+	cfg, source, err := loadConfig(path, explicit)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := core.NewServer(cfg, log, core.NewMemoryBackplane())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
+		"version", versionString(), "wire", cfg.Wire)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("relay shutting down", "timeout", cfg.Shutdown.Timeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	log.Info("relay stopped")
+	return nil
+}
+
+// newLogger writes JSON lines Cloud Logging understands (severity, message)
+// or plain text.
+func newLogger(w io.Writer, cfg config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) > 0 {
+			return a
+		}
+		switch a.Key {
+		case slog.LevelKey:
+			return slog.String("severity", severity(a.Value.Any().(slog.Level)))
+		case slog.MessageKey:
+			a.Key = "message"
+		}
+		return a
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func severity(l slog.Level) string {
+	switch {
+	case l >= slog.LevelError:
+		return "ERROR"
+	case l >= slog.LevelWarn:
+		return "WARNING"
+	case l >= slog.LevelInfo:
+		return "INFO"
+	}
+	return "DEBUG"
+}

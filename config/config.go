@@ -1,0 +1,108 @@
+// Package config reads relay.yaml: ${VAR:default} expansion, strict decoding
+// (unknown keys fail with their line), defaults for every field and a
+// validation that reports every problem at once with its path and line.
+package config
+
+import "time"
+
+// Wire names: how a connection's frames are encoded.
+const (
+	WireSeed = "seed" // byte-compatible with the original express-ws relay
+	WireV1   = "v1"   // the typed envelope protocol of docs/protocol.md
+)
+
+// Duplicate policies: what happens when a second connection arrives for a token+env.
+const (
+	DuplicateReplace = "replace"
+	DuplicateReject  = "reject"
+)
+
+// Config is the whole of relay.yaml. The struct tags are its documentation.
+type Config struct {
+	Listen      string         `yaml:"listen" doc:"Address to listen on. The PORT environment variable, when set, replaces the port." default:":8080"`
+	Path        string         `yaml:"path" doc:"URL path of the WebSocket endpoint." default:"/socket"`
+	Wire        string         `yaml:"wire" doc:"Wire used by connections that ask for none (no v=1, no relay.v1 subprotocol) and whose env sets none: seed or v1." default:"seed"`
+	Envs        map[string]Env `yaml:"envs" doc:"Envs allowed to connect, with per-env settings. Empty: any env name matching [a-z0-9_-]{1,32}."`
+	OnDuplicate string         `yaml:"on_duplicate" doc:"A second connection for the same token+env: replace (the older gets close 4502) or reject (the newcomer gets close 4505)." default:"replace"`
+	Origins     []string       `yaml:"origins" doc:"Allowed Origin header values. Empty: any Origin (the original relay's behaviour); requests without Origin are always allowed."`
+	Limits      Limits         `yaml:"limits" doc:"Per-connection and per-process limits."`
+	Heartbeat   Heartbeat      `yaml:"heartbeat" doc:"Dead peer detection."`
+	Log         Log            `yaml:"log" doc:"Logging."`
+	Shutdown    Shutdown       `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
+}
+
+// Env holds the settings of one env name.
+type Env struct {
+	Wire string `yaml:"wire" doc:"Wire for plain connections of this env: seed or v1. Empty: the top-level wire."`
+}
+
+// Limits bound what one client can make the relay hold or do.
+type Limits struct {
+	MaxFrameBytes          int           `yaml:"max_frame_bytes" doc:"Largest frame a client may send; a larger one closes the connection with 1009." default:"65536"`
+	SendQueue              int           `yaml:"send_queue" doc:"Frames queued for one connection before it counts as a slow consumer and is closed with 4008." default:"256"`
+	SendQueueBytes         int           `yaml:"send_queue_bytes" doc:"Bytes queued for one connection before it counts as a slow consumer and is closed with 4008." default:"4194304"`
+	WriteTimeout           time.Duration `yaml:"write_timeout" doc:"Longest a single frame write may block before the connection is dropped." default:"10s"`
+	MessagesPerSecond      float64       `yaml:"messages_per_second" doc:"Sustained messages per second one connection may send; excess messages are refused with relay.error rate_limited. 0 disables." default:"100"`
+	Burst                  int           `yaml:"burst" doc:"Messages one connection may send at once above the sustained rate." default:"200"`
+	MaxConnections         int           `yaml:"max_connections" doc:"Open WebSocket connections this process accepts; more get HTTP 503. 0 disables." default:"50000"`
+	MaxConnectionsPerToken int           `yaml:"max_connections_per_token" doc:"Envs connected at once for one token; more get close 4504. 0 disables." default:"16"`
+	MaxConnectionsPerIP    int           `yaml:"max_connections_per_ip" doc:"Open connections from one client IP; more get HTTP 429. 0 disables (the default: behind Cloud Run or the WeChat gateway many users share an address)." default:"0"`
+}
+
+// Heartbeat detects peers that vanished without closing.
+type Heartbeat struct {
+	Interval time.Duration `yaml:"interval" doc:"Interval between protocol pings sent to every connection." default:"25s"`
+	Timeout  time.Duration `yaml:"timeout" doc:"A connection that sends nothing (no frame, no pong) for this long is closed." default:"60s"`
+}
+
+// Log configures the process log.
+type Log struct {
+	Level  string `yaml:"level" doc:"debug, info, warn or error." default:"info"`
+	Format string `yaml:"format" doc:"json (Cloud Logging compatible, with severity) or text." default:"json"`
+}
+
+// Shutdown configures the graceful stop.
+type Shutdown struct {
+	Timeout time.Duration `yaml:"timeout" doc:"Longest a graceful shutdown may take before the process exits anyway. Cloud Run allows 10s." default:"8s"`
+}
+
+// Default returns the built-in configuration that `relay serve` runs on when
+// no relay.yaml exists: it serves the original seed clients with any Origin.
+func Default() *Config {
+	return &Config{
+		Listen:      ":8080",
+		Path:        "/socket",
+		Wire:        WireSeed,
+		OnDuplicate: DuplicateReplace,
+		Limits: Limits{
+			MaxFrameBytes:          64 << 10,
+			SendQueue:              256,
+			SendQueueBytes:         4 << 20,
+			WriteTimeout:           10 * time.Second,
+			MessagesPerSecond:      100,
+			Burst:                  200,
+			MaxConnections:         50000,
+			MaxConnectionsPerToken: 16,
+		},
+		Heartbeat: Heartbeat{Interval: 25 * time.Second, Timeout: 60 * time.Second},
+		Log:       Log{Level: "info", Format: "json"},
+		Shutdown:  Shutdown{Timeout: 8 * time.Second},
+	}
+}
+
+// WireFor returns the wire a plain connection of env speaks.
+func (c *Config) WireFor(env string) string {
+	if e, ok := c.Envs[env]; ok && e.Wire != "" {
+		return e.Wire
+	}
+	return c.Wire
+}
+
+// EnvAllowed reports whether env may connect (any env when no envs are listed).
+func (c *Config) EnvAllowed(env string) bool {
+	if len(c.Envs) == 0 {
+		return true
+	}
+	_, ok := c.Envs[env]
+	return ok
+}

@@ -1,0 +1,137 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var envName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
+
+// ValidEnvName reports whether name may name an env: 1 to 32 of a-z, 0-9, _
+// and -. The same rule holds for envs in relay.yaml and for connections.
+func ValidEnvName(name string) bool { return envName.MatchString(name) }
+
+const (
+	minFrameBytes = 64
+	maxFrameBytes = 16 << 20
+	maxShutdown   = time.Hour
+)
+
+// Validate reports every problem in c at once, each with its YAML path. A
+// Config from Parse carries file lines as well; one built in code has none.
+func (c *Config) Validate() error {
+	return c.problems().orNil()
+}
+
+// related names, for a rule that compares two keys, the other key: when the
+// checked key is absent from the file (a default), its problem points at the
+// line that changed the other one.
+var related = map[string]string{
+	"limits.send_queue_bytes": "limits.max_frame_bytes",
+	"limits.burst":            "limits.messages_per_second",
+	"heartbeat.timeout":       "heartbeat.interval",
+}
+
+func (c *Config) problems() Problems {
+	var ps Problems
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	oneOf := func(path, value string, allowed ...string) {
+		if !slices.Contains(allowed, value) {
+			add(path, "must be %s, got %q", orList(allowed), value)
+		}
+	}
+
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port, 0) {
+		add("listen", "must be host:port such as :8080 or 127.0.0.1:8080, got %q", c.Listen)
+	}
+	if !strings.HasPrefix(c.Path, "/") {
+		add("path", "must start with /, got %q", c.Path)
+	}
+	oneOf("wire", c.Wire, WireSeed, WireV1)
+	for _, name := range slices.Sorted(maps.Keys(c.Envs)) {
+		if !ValidEnvName(name) {
+			add(join("envs", name), "env name must be 1 to 32 of a-z, 0-9, _ and -")
+		}
+		if w := c.Envs[name].Wire; w != "" {
+			oneOf(join(join("envs", name), "wire"), w, WireSeed, WireV1)
+		}
+	}
+	oneOf("on_duplicate", c.OnDuplicate, DuplicateReplace, DuplicateReject)
+	for i, o := range c.Origins {
+		if strings.TrimSpace(o) == "" {
+			add(index("origins", i), "must not be empty (list no origins to allow any)")
+		}
+	}
+
+	l := c.Limits
+	if l.MaxFrameBytes < minFrameBytes || l.MaxFrameBytes > maxFrameBytes {
+		add("limits.max_frame_bytes", "must be between %d and %d (16 MiB), got %d", minFrameBytes, maxFrameBytes, l.MaxFrameBytes)
+	}
+	if l.SendQueue < 1 {
+		add("limits.send_queue", "must be at least 1, got %d", l.SendQueue)
+	}
+	if l.SendQueueBytes < l.MaxFrameBytes {
+		add("limits.send_queue_bytes", "must be at least limits.max_frame_bytes (%d) so that one frame fits, got %d", l.MaxFrameBytes, l.SendQueueBytes)
+	}
+	if l.WriteTimeout <= 0 {
+		add("limits.write_timeout", "must be more than 0, got %s", l.WriteTimeout)
+	}
+	switch mps := l.MessagesPerSecond; {
+	case math.IsNaN(mps) || math.IsInf(mps, 0):
+		add("limits.messages_per_second", "must be a finite number (0 disables the limit), got %v", mps)
+	case mps < 0:
+		add("limits.messages_per_second", "must be at least 0 (0 disables the limit), got %v", mps)
+	case mps > 0 && l.Burst < 1:
+		add("limits.burst", "must be at least 1 when limits.messages_per_second is set, got %d", l.Burst)
+	}
+	for _, limit := range []struct {
+		path string
+		n    int
+	}{
+		{"limits.max_connections", l.MaxConnections},
+		{"limits.max_connections_per_token", l.MaxConnectionsPerToken},
+		{"limits.max_connections_per_ip", l.MaxConnectionsPerIP},
+	} {
+		if limit.n < 0 {
+			add(limit.path, "must be at least 0 (0 disables the cap), got %d", limit.n)
+		}
+	}
+
+	h := c.Heartbeat
+	if h.Interval <= 0 {
+		add("heartbeat.interval", "must be more than 0, got %s", h.Interval)
+	}
+	if h.Timeout <= h.Interval {
+		add("heartbeat.timeout", "must be more than heartbeat.interval (%s) or live peers are dropped between pings, got %s", h.Interval, h.Timeout)
+	}
+
+	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", c.Log.Format, "json", "text")
+
+	if t := c.Shutdown.Timeout; t <= 0 || t > maxShutdown {
+		add("shutdown.timeout", "must be more than 0 and at most 1h, got %s", t)
+	}
+	return ps
+}
+
+// validPort reports whether s is a decimal port number no lower than min.
+func validPort(s string, min int) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= min && n <= 65535
+}
+
+func orList(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}

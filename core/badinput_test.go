@@ -1,0 +1,265 @@
+package core
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	fws "github.com/fasthttp/websocket"
+
+	"github.com/pairrelay/relay/config"
+)
+
+// stillServes proves the relay still relays for an unrelated pair.
+func (r *testRelay) stillServes() {
+	r.t.Helper()
+	token := fmt.Sprintf("control-%d", time.Now().UnixNano())
+	a, _ := r.v1(token, "h5")
+	b, _ := r.v1(token, "miniapp")
+	a.send(`{"type":"control"}`)
+	b.readType("control")
+}
+
+func TestUpgradeRefusals(t *testing.T) {
+	r := startRelay(t)
+	cases := []struct {
+		name, query string
+		status      int
+		code        string
+	}{
+		{"missing token", "env=h5", 400, "missing_token"},
+		{"missing env", "token=t", 400, "missing_env"},
+		{"bad env", "token=t&env=H5!", 400, "bad_env"},
+		{"long env", "token=t&env=" + strings.Repeat("a", 33), 400, "bad_env"},
+		{"long token", "token=" + strings.Repeat("x", 257) + "&env=h5", 400, "bad_token"},
+		{"unknown version", "token=t&env=h5&v=2", 400, "unsupported_version"},
+		{"bad since", "token=t&env=h5&since=-1", 400, "bad_since"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := r.tryDial(tc.query)
+			if err == nil {
+				t.Fatal("upgrade succeeded")
+			}
+			checkJSONError(t, c.resp, tc.status, tc.code)
+		})
+	}
+	t.Run("plain GET", func(t *testing.T) {
+		resp, err := http.Get(r.http + "/socket?token=t&env=h5")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkJSONError(t, resp, http.StatusUpgradeRequired, "upgrade_required")
+	})
+	r.stillServes()
+}
+
+func TestOriginAllowList(t *testing.T) {
+	r := startRelay(t, func(c *config.Config) { c.Origins = []string{"https://shop.example"} })
+	c, err := r.tryDial("token=t&env=h5", http.Header{"Origin": {"https://evil.example"}})
+	if err == nil {
+		t.Fatal("foreign origin accepted")
+	}
+	checkJSONError(t, c.resp, http.StatusForbidden, "origin_not_allowed")
+	r.dial("token=t&env=h5", http.Header{"Origin": {"https://shop.example"}})
+	r.dial("token=t&env=miniapp") // mini programs send no Origin
+}
+
+func TestAnyOriginByDefault(t *testing.T) {
+	r := startRelay(t)
+	r.dial("token=t&env=h5", http.Header{"Origin": {"https://some-h5-host.example"}})
+}
+
+func checkJSONError(t *testing.T, resp *http.Response, status int, code string) {
+	t.Helper()
+	if resp == nil {
+		t.Fatalf("no HTTP response, want %d %s", status, code)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var e struct{ Error, Message string }
+	if resp.StatusCode != status || json.Unmarshal(body, &e) != nil || e.Error != code || e.Message == "" {
+		t.Fatalf("got %d %s, want %d with error %q and a message", resp.StatusCode, body, status, code)
+	}
+}
+
+func TestBadFramesGetErrorsAndConnectionStays(t *testing.T) {
+	r := startRelay(t)
+	c, _ := r.v1("bad", "h5")
+	peer, _ := r.v1("bad", "miniapp")
+	c.readType("relay.presence")
+	cases := []struct{ frame, code string }{
+		{`{"type":`, ErrInvalidJSON},
+		{`not json at all`, ErrInvalidJSON},
+		{`[1,2]`, ErrInvalidMessage},
+		{`{"data":1}`, ErrInvalidMessage},
+		{`{"type":""}`, ErrInvalidMessage},
+		{`{"type":42}`, ErrInvalidMessage},
+		{`{"type":"` + strings.Repeat("t", 129) + `"}`, ErrInvalidMessage},
+		{`{"type":"x","id":"` + strings.Repeat("i", 65) + `"}`, ErrInvalidMessage},
+		{`{"type":"x","to":"h5"}`, ErrInvalidMessage},
+		{`{"type":"x","to":["Bad Env"]}`, ErrInvalidMessage},
+		{`{"type":"relay.hello"}`, ErrReservedType},
+		{"\xff\xfe", ErrInvalidUTF8},
+	}
+	for _, tc := range cases {
+		c.send(tc.frame)
+		e := c.readType("relay.error")
+		d := e["data"].(map[string]any)
+		if d["code"] != tc.code || d["message"] == "" || d["ref"] == "" {
+			t.Errorf("frame %q: error %v, want code %s with message and ref", tc.frame, d, tc.code)
+		}
+	}
+	if err := c.conn.WriteMessage(fws.BinaryMessage, []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if d := c.readType("relay.error")["data"].(map[string]any); d["code"] != ErrBinary {
+		t.Fatalf("binary frame: %v", d)
+	}
+	// Nothing of that reached the peer, and the connection still works.
+	c.send(`{"type":"fine"}`)
+	if got := peer.readType("fine"); got["from"] != "h5" {
+		t.Fatalf("peer got %v", got)
+	}
+}
+
+func TestOversizedFrameCloses1009(t *testing.T) {
+	r := startRelay(t, func(c *config.Config) { c.Limits.MaxFrameBytes = 1024 })
+	c, _ := r.v1("big", "h5")
+	c.send(`{"type":"x","data":"` + strings.Repeat("a", 2000) + `"}`)
+	c.expectClose(CloseTooLarge)
+	r.stillServes()
+}
+
+func TestRateLimitRefusesExcess(t *testing.T) {
+	r := startRelay(t, func(c *config.Config) {
+		c.Limits.MessagesPerSecond = 1
+		c.Limits.Burst = 5
+	})
+	c, _ := r.v1("rl", "h5")
+	peer, _ := r.v1("rl", "miniapp")
+	c.readType("relay.presence")
+	for i := 0; i < 8; i++ {
+		c.sendJSON(map[string]any{"type": "n", "data": i, "id": fmt.Sprint(i)})
+	}
+	acked, limited := 0, 0
+	for acked+limited < 8 {
+		m := c.readJSON()
+		switch m["type"] {
+		case "relay.ack":
+			acked++
+		case "relay.error":
+			if m["data"].(map[string]any)["code"] != ErrRateLimited {
+				t.Fatalf("error %v", m)
+			}
+			limited++
+		}
+	}
+	if acked != 5 || limited != 3 {
+		t.Fatalf("acked %d, limited %d; want 5 and 3", acked, limited)
+	}
+	for i := 0; i < 5; i++ {
+		if got := peer.readType("n"); got["data"] != float64(i) {
+			t.Fatalf("peer got %v, want data %d in order", got, i)
+		}
+	}
+	// Flooding far past the limit ends the connection with 4029.
+	for i := 0; i < 20; i++ {
+		if c.conn.WriteMessage(fws.TextMessage, []byte(`{"type":"n"}`)) != nil {
+			break
+		}
+	}
+	c.expectClose(CloseTooMany)
+}
+
+func TestSlowConsumerIsCutAndMemoryStaysBounded(t *testing.T) {
+	r := startRelay(t, func(c *config.Config) { c.Limits.MessagesPerSecond = 0 })
+	sender, _ := r.v1("slow", "h5")
+	slow := r.dial("v=1&token=slow&env=miniapp") // never reads during the burst
+	sender.readType("relay.presence")
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	payload := strings.Repeat("p", 4096)
+	for i := 0; i < 10000; i++ {
+		sender.send(`{"type":"burst","data":"` + payload + `"}`)
+	}
+	// The sender was never blocked and still gets answers.
+	sender.send(`{"type":"relay.ping"}`)
+	sender.readType("relay.pong", "relay.presence")
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	// 10k × 4 KiB = 40 MiB went to a peer that reads nothing; the relay may
+	// hold at most its send queue (4 MiB by default) of it.
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Fatalf("heap grew by %d MiB during the burst", grew>>20)
+	}
+	slow.expectClose(CloseSlowConsumer)
+	if drops := counterValue(t, r, "relay_drops_total", "slow_consumer"); drops < 1 {
+		t.Fatalf("slow_consumer drops = %v", drops)
+	}
+	r.stillServes()
+}
+
+func TestNoGoroutineLeftAfterSessionsEnd(t *testing.T) {
+	r := startRelay(t)
+	eventually(t, "control sessions to end", func() bool { return r.srv.hub.open.Load() == 0 })
+	var clients []*client
+	for i := 0; i < 50; i++ {
+		a, _ := r.v1(fmt.Sprint("leak-", i), "h5")
+		b, _ := r.v1(fmt.Sprint("leak-", i), "miniapp")
+		a.send(`{"type":"x"}`)
+		b.readType("x")
+		clients = append(clients, a, b)
+	}
+	if n := sessionGoroutines(); n < 100 {
+		t.Fatalf("only %d session goroutines seen with 100 sessions open", n)
+	}
+	for _, c := range clients {
+		_ = c.conn.Close()
+	}
+	eventually(t, "sessions to end", func() bool { return r.srv.hub.open.Load() == 0 })
+	// fasthttp keeps idle workers around for a while, so count the
+	// goroutines that run session code rather than all of them.
+	eventually(t, "session goroutines to end", func() bool { return sessionGoroutines() == 0 })
+}
+
+func sessionGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "relay/core.(*Session)") || strings.Contains(g, "relay/core.(*Server).serveConn") {
+			n++
+		}
+	}
+	return n
+}
+
+func counterValue(t *testing.T, r *testRelay, name, label string) float64 {
+	t.Helper()
+	families, err := r.srv.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

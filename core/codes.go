@@ -1,0 +1,45 @@
+package core
+
+// Close codes sent to clients. 4000–4499: reconnect with backoff;
+// 4500–4999: terminal, the client must not reconnect on its own.
+const (
+	CloseNormal         = 1000
+	CloseTooLarge       = 1009
+	CloseRestarting     = 1012 // relay stopping or restarting: reconnect, maybe to another instance
+	CloseSlowConsumer   = 4008
+	CloseTooMany        = 4029
+	CloseUnauthorized   = 4501
+	CloseReplaced       = 4502
+	CloseEnvNotAllowed  = 4503
+	CloseTokenFull      = 4504
+	CloseDuplicateEnv   = 4505 // on_duplicate: reject, and this token+env is already connected
+	closeInvalidPayload = 1007
+)
+
+// closeReasons are the human-readable reasons sent with each close code.
+var closeReasons = map[int]string{
+	CloseNormal:         "bye",
+	CloseTooLarge:       "frame too large",
+	CloseRestarting:     "relay restarting",
+	CloseSlowConsumer:   "slow consumer",
+	CloseTooMany:        "too many messages",
+	CloseUnauthorized:   "unauthorized",
+	CloseReplaced:       "replaced by a newer connection",
+	CloseEnvNotAllowed:  "env not allowed",
+	CloseTokenFull:      "too many connections for this token",
+	CloseDuplicateEnv:   "env already connected for this token",
+	closeInvalidPayload: "invalid UTF-8",
+}
+
+// Error codes carried by relay.error frames.
+const (
+	ErrInvalidJSON    = "invalid_json"
+	ErrInvalidMessage = "invalid_message"
+	ErrReservedType   = "reserved_type"
+	ErrBinary         = "binary_unsupported"
+	ErrInvalidUTF8    = "invalid_utf8"
+	ErrRateLimited    = "rate_limited"
+	ErrRejected       = "rejected"
+	ErrUnavailable    = "unavailable"
+	ErrInternal       = "internal"
+)

@@ -1,0 +1,271 @@
+package core
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash/maphash"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pairrelay/relay/config"
+)
+
+// Hub holds this instance's sessions, grouped by token into rooms, and
+// connects them to the backplane.
+type Hub struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	bp       Backplane
+	metrics  *Metrics
+	pipeline atomic.Pointer[Pipeline]
+
+	seed     maphash.Seed
+	shards   [64]hubShard
+	open     atomic.Int64 // upgrades admitted by the guard and not yet ended
+	nextID   atomic.Uint64
+	instance string
+}
+
+type hubShard struct {
+	mu    sync.Mutex
+	rooms map[string]*room
+}
+
+// room is the set of this instance's sessions of one token, one per env.
+type room struct {
+	token       string
+	mu          sync.Mutex
+	sessions    map[string]*Session
+	unsubscribe func()
+}
+
+// NewHub returns a hub relaying through bp.
+func NewHub(cfg *config.Config, log *slog.Logger, bp Backplane, metrics *Metrics) *Hub {
+	h := &Hub{cfg: cfg, log: log, bp: bp, metrics: metrics, seed: maphash.MakeSeed(),
+		instance: strconv.FormatUint(rand.Uint64()&0xffffff, 36)}
+	for i := range h.shards {
+		h.shards[i].rooms = make(map[string]*room)
+	}
+	h.pipeline.Store(&Pipeline{})
+	return h
+}
+
+// SetPipeline swaps the routing pipeline; messages already inside the old
+// one finish there.
+func (h *Hub) SetPipeline(p *Pipeline) { h.pipeline.Store(p) }
+
+func (h *Hub) shard(token string) *hubShard {
+	return &h.shards[maphash.String(h.seed, token)%uint64(len(h.shards))]
+}
+
+// join adds s to its token's room. It returns a close code when s may not
+// join (0 otherwise), and sends relay.hello before any other frame.
+func (h *Hub) join(s *Session) int {
+	lastSeq, err := h.bp.LastSeq(context.Background(), s.token)
+	if err != nil {
+		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
+		return CloseRestarting
+	}
+	sh := h.shard(s.token)
+	sh.mu.Lock()
+	r := sh.rooms[s.token]
+	if r == nil {
+		r = &room{token: s.token, sessions: make(map[string]*Session, 2)}
+		r.unsubscribe = h.bp.Subscribe(s.token, r)
+		sh.rooms[s.token] = r
+	}
+	r.mu.Lock()
+	old := r.sessions[s.env]
+	if old != nil && h.cfg.OnDuplicate == config.DuplicateReject {
+		r.mu.Unlock()
+		sh.mu.Unlock()
+		return CloseDuplicateEnv
+	}
+	if old == nil && h.cfg.Limits.MaxConnectionsPerToken > 0 && len(r.sessions) >= h.cfg.Limits.MaxConnectionsPerToken {
+		r.mu.Unlock()
+		sh.mu.Unlock()
+		return CloseTokenFull
+	}
+	r.sessions[s.env] = s
+	s.room = r
+	sh.mu.Unlock()
+
+	if s.wire == wireV1 {
+		peers := make([]string, 0, len(r.sessions))
+		for env := range r.sessions {
+			if env != s.env {
+				peers = append(peers, env)
+			}
+		}
+		s.sendText(encodeSystem("relay.hello", helloData{
+			Session: s.id, Env: s.env, Peers: peers, Seq: lastSeq,
+			Heartbeat: h.cfg.Heartbeat.Interval.Milliseconds(),
+		}))
+	}
+	if old == nil {
+		r.announceLocked(s.env, true)
+	}
+	r.mu.Unlock()
+
+	if old != nil {
+		h.metrics.replacements.Inc()
+		h.log.Info("session replaced", "token", s.tokenHash, "env", s.env, "old", old.id, "new", s.id)
+		old.closeWith(CloseReplaced)
+	}
+	return 0
+}
+
+// leave removes s from its room unless a newer session already took its place.
+func (h *Hub) leave(s *Session) {
+	r := s.room
+	if r == nil {
+		return
+	}
+	sh := h.shard(s.token)
+	sh.mu.Lock()
+	r.mu.Lock()
+	if r.sessions[s.env] == s {
+		delete(r.sessions, s.env)
+		r.announceLocked(s.env, false)
+	}
+	var unsubscribe func()
+	if len(r.sessions) == 0 && sh.rooms[s.token] == r {
+		delete(sh.rooms, s.token)
+		unsubscribe = r.unsubscribe
+	}
+	r.mu.Unlock()
+	sh.mu.Unlock()
+	if unsubscribe != nil {
+		unsubscribe()
+	}
+}
+
+// announceLocked tells the room's other v1 sessions that env came or went.
+func (r *room) announceLocked(env string, online bool) {
+	var frame []byte
+	for peerEnv, peer := range r.sessions {
+		if peerEnv == env || peer.wire != wireV1 {
+			continue
+		}
+		if frame == nil {
+			frame = encodeSystem("relay.presence", presenceData{Env: env, Online: online})
+		}
+		peer.sendText(frame)
+	}
+}
+
+// Deliver hands m to the room's sessions it is addressed to, encoding each
+// wire's frame once.
+func (r *room) Deliver(m *Message) {
+	var v1, seed []byte
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for env, s := range r.sessions {
+		if env == m.From || !addressedTo(m, env) {
+			continue
+		}
+		if s.wire == wireV1 {
+			if v1 == nil {
+				v1 = m.appendV1(make([]byte, 0, len(m.Data)+len(m.Type)+96))
+			}
+			s.sendText(v1)
+		} else {
+			if seed == nil {
+				seed = m.appendSeed(make([]byte, 0, len(m.seed)+len(m.Data)+32))
+			}
+			s.sendText(seed)
+		}
+	}
+}
+
+func addressedTo(m *Message, env string) bool {
+	if m.To == nil {
+		return true
+	}
+	for _, to := range m.To {
+		if to == env {
+			return true
+		}
+	}
+	return false
+}
+
+// accept runs m through the pipeline and publishes what comes out.
+func (h *Hub) accept(s *Session, m *Message) {
+	out, route, err := h.pipeline.Load().Process(context.Background(), m)
+	if err != nil {
+		s.refuse(m.ID, asClientError(err), route)
+		return
+	}
+	for _, msg := range out {
+		if err := h.bp.Publish(context.Background(), msg); err != nil {
+			h.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
+			s.refuse(msg.ID, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, route)
+			return
+		}
+	}
+	if m.ID != "" && s.wire == wireV1 {
+		seq := m.Seq
+		if len(out) > 0 {
+			seq = out[len(out)-1].Seq
+		}
+		s.sendText(encodeSystem("relay.ack", ackData{ID: m.ID, Seq: seq}))
+	}
+}
+
+// heartbeat pings every session each interval until ctx ends.
+func (h *Hub) heartbeat(ctx context.Context) {
+	t := time.NewTicker(h.cfg.Heartbeat.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.each(func(s *Session) { s.enqueue(outFrame{op: opPing}) })
+		}
+	}
+}
+
+// each calls fn for every session, holding no lock fn could need.
+func (h *Hub) each(fn func(*Session)) {
+	var batch []*Session
+	for i := range h.shards {
+		sh := &h.shards[i]
+		batch = batch[:0]
+		sh.mu.Lock()
+		for _, r := range sh.rooms {
+			r.mu.Lock()
+			for _, s := range r.sessions {
+				batch = append(batch, s)
+			}
+			r.mu.Unlock()
+		}
+		sh.mu.Unlock()
+		for _, s := range batch {
+			fn(s)
+		}
+	}
+}
+
+func (h *Hub) newSessionID() string {
+	return h.instance + "-" + strconv.FormatUint(h.nextID.Add(1), 36)
+}
+
+// newRef names one refusal in both the relay.error frame and the log line.
+func newRef() string {
+	return strconv.FormatUint(rand.Uint64()>>16, 36)
+}
+
+// hashToken is how a token appears in logs: never in clear.
+func hashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}
+
+func closeCodeLabel(code int) string { return strconv.Itoa(code) }

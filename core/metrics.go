@@ -1,0 +1,89 @@
+package core
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the relay's Prometheus series, on a registry of their own so
+// that several servers can live in one process (tests).
+type Metrics struct {
+	Registry     *prometheus.Registry
+	connections  *prometheus.GaugeVec
+	messagesIn   *prometheus.CounterVec
+	messagesOut  *prometheus.CounterVec
+	drops        *prometheus.CounterVec
+	errors       *prometheus.CounterVec
+	closes       *prometheus.CounterVec
+	replacements prometheus.Counter
+	rejected     *prometheus.CounterVec
+
+	envMu    sync.Mutex
+	envs     map[string]*envMetrics
+	envLimit int
+}
+
+// envMetrics are one env's series, resolved once so the per-message cost
+// is an atomic add.
+type envMetrics struct {
+	connections prometheus.Gauge
+	messagesIn  prometheus.Counter
+	messagesOut prometheus.Counter
+}
+
+// maxEnvLabels bounds the env label's values when any env may connect, so
+// clients cannot grow the series without limit.
+const maxEnvLabels = 32
+
+// NewMetrics creates the relay's series.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "relay_connections", Help: "Open WebSocket sessions by env."}, []string{"env"}),
+		messagesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_messages_in_total", Help: "Frames received from clients by env."}, []string{"env"}),
+		messagesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_messages_out_total", Help: "Frames queued to clients by env."}, []string{"env"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_drops_total", Help: "Messages not relayed, by reason."}, []string{"reason"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_errors_total", Help: "relay.error answers by code (seed senders included, who do not see them)."}, []string{"code"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_closes_total", Help: "Connections closed by the relay, by close code."}, []string{"code"}),
+		replacements: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_replacements_total", Help: "Sessions replaced by a newer connection of the same token+env."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_upgrades_refused_total", Help: "Connection attempts refused before or at upgrade, by reason."}, []string{"reason"}),
+		envs:     make(map[string]*envMetrics),
+		envLimit: maxEnvLabels,
+	}
+	m.Registry.MustRegister(m.connections, m.messagesIn, m.messagesOut, m.drops, m.errors, m.closes,
+		m.replacements, m.rejected,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *Metrics) forEnv(env string) *envMetrics {
+	m.envMu.Lock()
+	defer m.envMu.Unlock()
+	if e := m.envs[env]; e != nil {
+		return e
+	}
+	label := env
+	if len(m.envs) >= m.envLimit {
+		label = "other"
+		if e := m.envs[label]; e != nil {
+			return e
+		}
+	}
+	e := &envMetrics{
+		connections: m.connections.WithLabelValues(label),
+		messagesIn:  m.messagesIn.WithLabelValues(label),
+		messagesOut: m.messagesOut.WithLabelValues(label),
+	}
+	m.envs[label] = e
+	return e
+}

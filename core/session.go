@@ -1,0 +1,310 @@
+package core
+
+import (
+	"bytes"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/contrib/websocket"
+	"golang.org/x/time/rate"
+)
+
+type wireKind uint8
+
+const (
+	wireSeed wireKind = iota
+	wireV1
+)
+
+func (w wireKind) String() string {
+	if w == wireV1 {
+		return "v1"
+	}
+	return "seed"
+}
+
+type frameOp uint8
+
+const (
+	opText frameOp = iota
+	opPing
+	opClose
+)
+
+type outFrame struct {
+	data []byte
+	op   frameOp
+}
+
+// closeGrace is how long a closing session waits for the peer to answer
+// the close frame before the connection is cut.
+const closeGrace = 2 * time.Second
+
+// Session is one client connection. Its handler goroutine is the only
+// reader; outbound frames go through a bounded queue drained by a writer
+// goroutine that exists only while there is something to send, so an idle
+// connection costs no goroutine besides its reader.
+type Session struct {
+	hub       *Hub
+	conn      *websocket.Conn
+	id        string
+	token     string
+	tokenHash string
+	env       string
+	wire      wireKind
+	room      *room
+	metrics   *envMetrics
+
+	limiter   *rate.Limiter // nil until the first message, or when unlimited
+	overStart time.Time     // window in which refused messages are counted toward 4029
+	overCount int
+
+	mu      sync.Mutex
+	queue   []outFrame
+	queued  int // bytes in queue
+	writing bool
+	closing bool
+	writer  sync.WaitGroup
+}
+
+// enqueue adds a frame for the writer. It never blocks: a session whose
+// queue is full is a slow consumer and is closed with 4008.
+func (s *Session) enqueue(f outFrame) bool {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	limits := &s.hub.cfg.Limits
+	if len(s.queue) >= limits.SendQueue || s.queued+len(f.data) > limits.SendQueueBytes {
+		s.mu.Unlock()
+		s.hub.metrics.drops.WithLabelValues("slow_consumer").Inc()
+		s.closeWith(CloseSlowConsumer)
+		return false
+	}
+	s.queue = append(s.queue, f)
+	s.queued += len(f.data)
+	s.startWriterLocked()
+	s.mu.Unlock()
+	return true
+}
+
+func (s *Session) sendText(frame []byte) bool {
+	if s.enqueue(outFrame{data: frame, op: opText}) {
+		s.metrics.messagesOut.Inc()
+		return true
+	}
+	return false
+}
+
+func (s *Session) startWriterLocked() {
+	if !s.writing {
+		s.writing = true
+		s.writer.Add(1)
+		go s.writeLoop()
+	}
+}
+
+// closeWith sends the close frame with code after what is already queued
+// (except for a slow consumer, whose backlog is dropped) and stops taking
+// frames. The reader ends when the peer answers or closeGrace passes.
+func (s *Session) closeWith(code int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return
+	}
+	s.closing = true
+	if code == CloseSlowConsumer {
+		s.queue, s.queued = nil, 0
+	}
+	s.queue = append(s.queue, outFrame{data: websocket.FormatCloseMessage(code, closeReasons[code]), op: opClose})
+	s.startWriterLocked()
+	s.hub.metrics.closes.WithLabelValues(closeCodeLabel(code)).Inc()
+}
+
+func (s *Session) writeLoop() {
+	defer s.writer.Done()
+	var spare []outFrame
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		if len(batch) == 0 {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		s.queue, s.queued = spare[:0], 0
+		s.mu.Unlock()
+
+		deadline := time.Now().Add(s.hub.cfg.Limits.WriteTimeout)
+		// A write deadline that fires leaves the connection unusable, so
+		// any write error ends the session.
+		_ = s.conn.SetWriteDeadline(deadline)
+		for i := range batch {
+			f := &batch[i]
+			var err error
+			switch f.op {
+			case opText:
+				err = s.conn.WriteMessage(websocket.TextMessage, f.data)
+			case opPing:
+				err = s.conn.WriteControl(websocket.PingMessage, nil, deadline)
+			case opClose:
+				_ = s.conn.WriteControl(websocket.CloseMessage, f.data, deadline)
+				_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
+				s.stopWriting()
+				return
+			}
+			if err != nil {
+				s.stopWriting()
+				_ = s.conn.NetConn().Close()
+				return
+			}
+			f.data = nil
+		}
+		spare = batch
+	}
+}
+
+func (s *Session) stopWriting() {
+	s.mu.Lock()
+	s.closing = true
+	s.queue, s.queued = nil, 0
+	s.writing = false
+	s.mu.Unlock()
+}
+
+// run is the session's reader; it returns when the connection is done and
+// no goroutine uses the connection any more.
+func (s *Session) run() {
+	h := s.hub
+	timeout := h.cfg.Heartbeat.Timeout
+	s.conn.SetReadLimit(int64(h.cfg.Limits.MaxFrameBytes))
+	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+	s.conn.SetPongHandler(func(string) error {
+		return s.conn.SetReadDeadline(time.Now().Add(timeout))
+	})
+	for {
+		op, r, err := s.conn.NextReader()
+		if err != nil {
+			s.readFailed(err)
+			break
+		}
+		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+		buf := getReadBuffer()
+		if _, err := buf.ReadFrom(r); err != nil {
+			putReadBuffer(buf)
+			s.readFailed(err)
+			break
+		}
+		if op == websocket.TextMessage {
+			s.handleText(buf.Bytes())
+		} else {
+			s.handleBinary()
+		}
+		putReadBuffer(buf)
+	}
+	s.mu.Lock()
+	s.closing = true
+	s.queue, s.queued = nil, 0
+	s.mu.Unlock()
+	h.leave(s)
+	// Unblock a writer stuck on a dead peer before waiting for it: the
+	// connection must not be used once this handler returns.
+	_ = s.conn.NetConn().Close()
+	s.writer.Wait()
+}
+
+func (s *Session) readFailed(err error) {
+	if err == websocket.ErrReadLimit {
+		s.hub.metrics.drops.WithLabelValues("frame_too_large").Inc()
+		s.hub.metrics.closes.WithLabelValues(closeCodeLabel(CloseTooLarge)).Inc()
+	}
+}
+
+func (s *Session) handleBinary() {
+	s.hub.metrics.drops.WithLabelValues("binary").Inc()
+	s.refuse("", &ClientError{Code: ErrBinary, Message: "binary frames are not relayed; send JSON text"}, "")
+}
+
+func (s *Session) handleText(text []byte) {
+	s.metrics.messagesIn.Inc()
+	var m *Message
+	if s.wire == wireV1 {
+		m = &Message{}
+		if cerr := parseV1(text, m); cerr != nil {
+			s.hub.metrics.drops.WithLabelValues(cerr.Code).Inc()
+			s.refuse("", cerr, "")
+			return
+		}
+		if m.Type == pingType {
+			s.sendText(pongFrame)
+			return
+		}
+	} else {
+		if !utf8.Valid(text) {
+			// The original relay's ws library closed such a connection with 1007.
+			s.hub.metrics.drops.WithLabelValues(ErrInvalidUTF8).Inc()
+			s.closeWith(closeInvalidPayload)
+			return
+		}
+		m = newSeedMessage(bytes.Clone(text))
+	}
+	if !s.allow() {
+		s.hub.metrics.drops.WithLabelValues(ErrRateLimited).Inc()
+		s.refuse(m.ID, &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}, "")
+		return
+	}
+	m.Token, m.From, m.TS = s.token, s.env, time.Now().UnixMilli()
+	s.hub.accept(s, m)
+}
+
+// allow applies the per-connection message rate. A client that keeps
+// sending far past its limit is disconnected with 4029.
+func (s *Session) allow() bool {
+	limits := &s.hub.cfg.Limits
+	if limits.MessagesPerSecond <= 0 {
+		return true
+	}
+	if s.limiter == nil {
+		s.limiter = rate.NewLimiter(rate.Limit(limits.MessagesPerSecond), limits.Burst)
+	}
+	if s.limiter.Allow() {
+		return true
+	}
+	now := time.Now()
+	if now.Sub(s.overStart) > time.Second {
+		s.overStart, s.overCount = now, 0
+	}
+	s.overCount++
+	if s.overCount > limits.Burst {
+		s.closeWith(CloseTooMany)
+	}
+	return false
+}
+
+// refuse tells the sender why its message went nowhere: a relay.error on
+// wire v1; seed clients have no such frame, so there it is only logged.
+func (s *Session) refuse(id string, cerr *ClientError, route string) {
+	ref := newRef()
+	s.hub.metrics.errors.WithLabelValues(cerr.Code).Inc()
+	s.hub.log.Debug("message refused", "ref", ref, "code", cerr.Code, "reason", cerr.Message,
+		"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route)
+	if s.wire == wireV1 {
+		s.sendText(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
+	}
+}
+
+var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getReadBuffer() *bytes.Buffer { return readBuffers.Get().(*bytes.Buffer) }
+
+func putReadBuffer(b *bytes.Buffer) {
+	// Keep rare huge frames from pinning memory in the pool.
+	if b.Cap() > 64<<10 {
+		return
+	}
+	b.Reset()
+	readBuffers.Put(b)
+}
