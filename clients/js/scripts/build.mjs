@@ -25,7 +25,13 @@ await build({ ...common, format: 'esm', outfile: join(dist, 'index.mjs') });
 await build({ ...common, format: 'cjs', outfile: join(dist, 'index.cjs') });
 
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.json')], { stdio: 'inherit' });
+try {
+  // Type-checks the sources and writes the declarations.
+  execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.json')], { stdio: 'inherit' });
+} catch {
+  console.error('build failed: tsc reported errors (above)');
+  process.exit(1);
+}
 
 const cjsTypes = join(dist, 'cjs-types');
 mkdirSync(cjsTypes, { recursive: true });
