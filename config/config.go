@@ -27,6 +27,7 @@ type Config struct {
 	Origins     []string       `yaml:"origins" doc:"Allowed Origin header values. Empty: any Origin (the original relay's behaviour); requests without Origin are always allowed."`
 	Limits      Limits         `yaml:"limits" doc:"Per-connection and per-process limits."`
 	Heartbeat   Heartbeat      `yaml:"heartbeat" doc:"Dead peer detection."`
+	History     History        `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
 	Log         Log            `yaml:"log" doc:"Logging."`
 	Shutdown    Shutdown       `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
 }
@@ -53,6 +54,14 @@ type Limits struct {
 type Heartbeat struct {
 	Interval time.Duration `yaml:"interval" doc:"Interval between protocol pings sent to every connection." default:"25s"`
 	Timeout  time.Duration `yaml:"timeout" doc:"A connection that sends nothing (no frame, no pong) for this long is closed." default:"60s"`
+}
+
+// History bounds what the relay keeps for resume and dedupe.
+type History struct {
+	Size      int           `yaml:"size" doc:"Messages kept per token. 0 turns history off: no resume, no dedupe of client ids." default:"256"`
+	TTL       time.Duration `yaml:"ttl" doc:"How long a message stays resumable." default:"5m"`
+	MaxTokens int           `yaml:"max_tokens" doc:"Tokens whose history is held at once; past it the least recently used idle token is forgotten." default:"100000"`
+	MaxBytes  int64         `yaml:"max_bytes" doc:"Bytes of history held in all; past it each publish trims its own token's oldest messages." default:"268435456"`
 }
 
 // Log configures the process log.
@@ -85,6 +94,7 @@ func Default() *Config {
 			MaxConnectionsPerToken: 16,
 		},
 		Heartbeat: Heartbeat{Interval: 25 * time.Second, Timeout: 60 * time.Second},
+		History:   History{Size: 256, TTL: 5 * time.Minute, MaxTokens: 100000, MaxBytes: 256 << 20},
 		Log:       Log{Level: "info", Format: "json"},
 		Shutdown:  Shutdown{Timeout: 8 * time.Second},
 	}
@@ -96,6 +106,21 @@ func (c *Config) WireFor(env string) string {
 		return e.Wire
 	}
 	return c.Wire
+}
+
+// ValidEnvName reports whether name may name an env: 1 to 32 of a-z, 0-9, _
+// and -. The same rule holds for envs in relay.yaml, connections and "to".
+func ValidEnvName(name string) bool {
+	if len(name) == 0 || len(name) > 32 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // EnvAllowed reports whether env may connect (any env when no envs are listed).

@@ -5,18 +5,11 @@ import (
 	"maps"
 	"math"
 	"net"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
-
-var envName = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
-
-// ValidEnvName reports whether name may name an env: 1 to 32 of a-z, 0-9, _
-// and -. The same rule holds for envs in relay.yaml and for connections.
-func ValidEnvName(name string) bool { return envName.MatchString(name) }
 
 const (
 	minFrameBytes = 64
@@ -112,6 +105,20 @@ func (c *Config) problems() Problems {
 	}
 	if h.Timeout <= h.Interval {
 		add("heartbeat.timeout", "must be more than heartbeat.interval (%s) or live peers are dropped between pings, got %s", h.Interval, h.Timeout)
+	}
+
+	hist := c.History
+	if hist.Size < 0 {
+		add("history.size", "must be at least 0 (0 turns history off), got %d", hist.Size)
+	}
+	if hist.TTL <= 0 {
+		add("history.ttl", "must be more than 0, got %s", hist.TTL)
+	}
+	if hist.MaxTokens < 1 {
+		add("history.max_tokens", "must be at least 1, got %d", hist.MaxTokens)
+	}
+	if hist.MaxBytes < int64(c.Limits.MaxFrameBytes) && hist.Size > 0 {
+		add("history.max_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxBytes)
 	}
 
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")

@@ -2,21 +2,44 @@ package core
 
 import (
 	"context"
-	"hash/maphash"
-	"sync"
 )
 
 // Backplane carries accepted messages to every relay instance that holds a
-// session of the message's token. It owns per-token ordering: Publish
-// assigns seq, and every subscriber of a token sees its messages in seq order.
+// session of the message's token. It owns what must be agreed on across
+// instances: per-token ordering (seq), the history clients resume from, and
+// which client ids were already accepted.
 type Backplane interface {
-	// Publish assigns m.Seq and delivers m to the token's subscribers.
-	Publish(ctx context.Context, m *Message) error
-	// Subscribe registers d for messages of token until unsubscribe is called.
+	// Publish accepts the messages one client message turned into (all of
+	// one token, usually one), assigns consecutive seqs, records them in
+	// the token's history and hands them to the token's subscribers in seq
+	// order. When the batch carries a client id (batch[0].ID) that the same
+	// token+env already published within the history window, nothing is
+	// published and the result names the original seq as a duplicate.
+	Publish(ctx context.Context, batch []*Message) (PublishResult, error)
+	// Seen reports the seq a client id was accepted with, if it is still
+	// within the window: a cheap check before a repeat runs the pipeline.
+	Seen(ctx context.Context, token, from, id string) (seq uint64, ok bool, err error)
+	// Subscribe registers d for messages of token published from now on.
 	Subscribe(token string, d Deliverer) (unsubscribe func())
-	// LastSeq is the newest seq assigned for token (0 if none).
-	LastSeq(ctx context.Context, token string) (uint64, error)
+	// History returns the token's retained messages with seq > since, in
+	// order, with the newest seq assigned and whether nothing after since
+	// was lost (evicted, or since is not of this token's seq range). since
+	// 0 asks for everything retained.
+	History(ctx context.Context, token string, since uint64) (HistoryResult, error)
 	Close() error
+}
+
+// PublishResult says how a batch was accepted.
+type PublishResult struct {
+	Seq       uint64 // seq of the batch's last message, or of the original for a duplicate
+	Duplicate bool
+}
+
+// HistoryResult is a token's history after a given seq.
+type HistoryResult struct {
+	Messages []*Message
+	Last     uint64 // newest seq assigned for the token
+	Complete bool   // every message with seq > since is in Messages
 }
 
 // Deliverer receives a token's messages from the backplane. Deliver must not
@@ -25,99 +48,19 @@ type Deliverer interface {
 	Deliver(m *Message)
 }
 
-// MemoryBackplane is the single-instance backplane: delivery is a function call.
-type MemoryBackplane struct {
-	seed   maphash.Seed
-	shards [64]memoryShard
-}
-
-type memoryShard struct {
-	mu     sync.Mutex
-	topics map[string]*memoryTopic
-}
-
-type memoryTopic struct {
-	mu   sync.Mutex
-	seq  uint64
-	subs []Deliverer
-}
-
-// NewMemoryBackplane returns an empty in-process backplane.
-func NewMemoryBackplane() *MemoryBackplane {
-	b := &MemoryBackplane{seed: maphash.MakeSeed()}
-	for i := range b.shards {
-		b.shards[i].topics = make(map[string]*memoryTopic)
+// Addressed reports whether m goes to env: never back to its sender, and
+// only to the envs in To when To is set.
+func (m *Message) Addressed(env string) bool {
+	if env == m.From {
+		return false
 	}
-	return b
-}
-
-func (b *MemoryBackplane) shard(token string) *memoryShard {
-	return &b.shards[maphash.String(b.seed, token)%uint64(len(b.shards))]
-}
-
-func (b *MemoryBackplane) topic(token string, create bool) *memoryTopic {
-	s := b.shard(token)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.topics[token]
-	if t == nil && create {
-		t = &memoryTopic{}
-		s.topics[token] = t
+	if m.To == nil {
+		return true
 	}
-	return t
-}
-
-func (b *MemoryBackplane) Publish(_ context.Context, m *Message) error {
-	t := b.topic(m.Token, true)
-	t.mu.Lock()
-	t.seq++
-	m.Seq = t.seq
-	for _, d := range t.subs {
-		d.Deliver(m)
-	}
-	t.mu.Unlock()
-	return nil
-}
-
-func (b *MemoryBackplane) Subscribe(token string, d Deliverer) func() {
-	t := b.topic(token, true)
-	t.mu.Lock()
-	t.subs = append(t.subs, d)
-	t.mu.Unlock()
-	return func() { b.unsubscribe(token, d) }
-}
-
-func (b *MemoryBackplane) unsubscribe(token string, d Deliverer) {
-	s := b.shard(token)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.topics[token]
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for i, sub := range t.subs {
-		if sub == d {
-			t.subs = append(t.subs[:i], t.subs[i+1:]...)
-			break
+	for _, to := range m.To {
+		if to == env {
+			return true
 		}
 	}
-	// Without history there is nothing left worth keeping for the token; a
-	// later topic restarts at seq 1 and clients learn it from relay.hello.
-	if len(t.subs) == 0 {
-		delete(s.topics, token)
-	}
+	return false
 }
-
-func (b *MemoryBackplane) LastSeq(_ context.Context, token string) (uint64, error) {
-	t := b.topic(token, false)
-	if t == nil {
-		return 0, nil
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.seq, nil
-}
-
-func (b *MemoryBackplane) Close() error { return nil }

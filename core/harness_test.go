@@ -40,13 +40,15 @@ func startRelay(t *testing.T, mutate ...func(*config.Config)) *testRelay {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	srv := NewServer(cfg, log, NewMemoryBackplane())
+	bp := NewMemoryBackplane(cfg.History)
+	srv := NewServer(cfg, log, bp)
 	go func() { _ = srv.Serve(ln) }()
 	r := &testRelay{t: t, srv: srv, url: "ws://" + ln.Addr().String() + cfg.Path, http: "http://" + ln.Addr().String()}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
+		_ = bp.Close()
 	})
 	return r
 }
@@ -169,7 +171,8 @@ func (c *client) readType(typ string, skip ...string) map[string]any {
 	}
 }
 
-// expectSilence fails if a frame arrives within wait.
+// expectSilence fails if a frame arrives within wait. A read timeout
+// leaves the connection unusable, so this is a connection's last read.
 func (c *client) expectSilence(wait time.Duration) {
 	c.t.Helper()
 	if text, err := c.tryRead(wait); err == nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"hash/maphash"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -63,14 +64,10 @@ func (h *Hub) shard(token string) *hubShard {
 	return &h.shards[maphash.String(h.seed, token)%uint64(len(h.shards))]
 }
 
-// join adds s to its token's room. It returns a close code when s may not
-// join (0 otherwise), and sends relay.hello before any other frame.
-func (h *Hub) join(s *Session) int {
-	lastSeq, err := h.bp.LastSeq(context.Background(), s.token)
-	if err != nil {
-		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
-		return CloseRestarting
-	}
+// join adds s to its token's room and catches it up: relay.hello (v1)
+// comes first, then what it missed since its since (when it gave one), then
+// live traffic. It returns a close code when s may not join (0 otherwise).
+func (h *Hub) join(s *Session, since *uint64) int {
 	sh := h.shard(s.token)
 	sh.mu.Lock()
 	r := sh.rooms[s.token]
@@ -81,31 +78,28 @@ func (h *Hub) join(s *Session) int {
 	}
 	r.mu.Lock()
 	old := r.sessions[s.env]
-	if old != nil && h.cfg.OnDuplicate == config.DuplicateReject {
+	refuse := 0
+	switch {
+	case old != nil && h.cfg.OnDuplicate == config.DuplicateReject:
+		refuse = CloseDuplicateEnv
+	case old == nil && h.cfg.Limits.MaxConnectionsPerToken > 0 && len(r.sessions) >= h.cfg.Limits.MaxConnectionsPerToken:
+		refuse = CloseTokenFull
+	}
+	if refuse != 0 {
 		r.mu.Unlock()
 		sh.mu.Unlock()
-		return CloseDuplicateEnv
+		return refuse
 	}
-	if old == nil && h.cfg.Limits.MaxConnectionsPerToken > 0 && len(r.sessions) >= h.cfg.Limits.MaxConnectionsPerToken {
-		r.mu.Unlock()
-		sh.mu.Unlock()
-		return CloseTokenFull
-	}
+	// Live messages from here on wait in s.pending until the catch-up below.
+	s.resuming = true
 	r.sessions[s.env] = s
 	s.room = r
 	sh.mu.Unlock()
-
-	if s.wire == wireV1 {
-		peers := make([]string, 0, len(r.sessions))
-		for env := range r.sessions {
-			if env != s.env {
-				peers = append(peers, env)
-			}
+	peers := make([]string, 0, len(r.sessions))
+	for env := range r.sessions {
+		if env != s.env {
+			peers = append(peers, env)
 		}
-		s.sendText(encodeSystem("relay.hello", helloData{
-			Session: s.id, Env: s.env, Peers: peers, Seq: lastSeq,
-			Heartbeat: h.cfg.Heartbeat.Interval.Milliseconds(),
-		}))
 	}
 	if old == nil {
 		r.announceLocked(s.env, true)
@@ -117,6 +111,32 @@ func (h *Hub) join(s *Session) int {
 		h.log.Info("session replaced", "token", s.tokenHash, "env", s.env, "old", old.id, "new", s.id)
 		old.closeWith(CloseReplaced)
 	}
+
+	from := uint64(math.MaxUint64) // live only: no replay, just the newest seq
+	if since != nil {
+		from = *since
+	}
+	hist, err := h.bp.History(context.Background(), s.token, from)
+	if err != nil {
+		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
+		h.leave(s)
+		return CloseRestarting
+	}
+	resumed := since != nil && hist.Complete
+	if since != nil {
+		h.metrics.resumes.WithLabelValues(strconv.FormatBool(resumed)).Inc()
+	}
+	if !resumed {
+		hist.Messages = nil
+	}
+	var hello []byte
+	if s.wire == wireV1 {
+		hello = encodeSystem("relay.hello", helloData{
+			Session: s.id, Env: s.env, Peers: peers, Seq: hist.Last, Resumed: resumed,
+			Heartbeat: h.cfg.Heartbeat.Interval.Milliseconds(),
+		})
+	}
+	s.finishResume(hello, hist.Messages, hist.Last)
 	return 0
 }
 
@@ -166,55 +186,50 @@ func (r *room) Deliver(m *Message) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for env, s := range r.sessions {
-		if env == m.From || !addressedTo(m, env) {
+		if !m.Addressed(env) {
 			continue
 		}
 		if s.wire == wireV1 {
 			if v1 == nil {
-				v1 = m.appendV1(make([]byte, 0, len(m.Data)+len(m.Type)+96))
+				v1 = s.encode(m)
 			}
-			s.sendText(v1)
+			s.push(m, v1)
 		} else {
 			if seed == nil {
-				seed = m.appendSeed(make([]byte, 0, len(m.seed)+len(m.Data)+32))
+				seed = s.encode(m)
 			}
-			s.sendText(seed)
+			s.push(m, seed)
 		}
 	}
 }
 
-func addressedTo(m *Message, env string) bool {
-	if m.To == nil {
-		return true
-	}
-	for _, to := range m.To {
-		if to == env {
-			return true
-		}
-	}
-	return false
-}
-
-// accept runs m through the pipeline and publishes what comes out.
+// accept runs m through the pipeline and publishes what comes out, once:
+// a client id already accepted is acked again but not relayed again.
 func (h *Hub) accept(s *Session, m *Message) {
-	out, route, err := h.pipeline.Load().Process(context.Background(), m)
+	ctx := context.Background()
+	if m.ID != "" {
+		if seq, ok, err := h.bp.Seen(ctx, m.Token, m.From, m.ID); err == nil && ok {
+			h.metrics.drops.WithLabelValues("duplicate").Inc()
+			s.ack(m.ID, seq)
+			return
+		}
+	}
+	out, route, err := h.pipeline.Load().Process(ctx, m)
 	if err != nil {
 		s.refuse(m.ID, asClientError(err), route)
 		return
 	}
-	for _, msg := range out {
-		if err := h.bp.Publish(context.Background(), msg); err != nil {
-			h.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
-			s.refuse(msg.ID, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, route)
-			return
-		}
+	res, err := h.bp.Publish(ctx, out)
+	if err != nil {
+		h.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
+		s.refuse(m.ID, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, route)
+		return
 	}
-	if m.ID != "" && s.wire == wireV1 {
-		seq := m.Seq
-		if len(out) > 0 {
-			seq = out[len(out)-1].Seq
-		}
-		s.sendText(encodeSystem("relay.ack", ackData{ID: m.ID, Seq: seq}))
+	if res.Duplicate {
+		h.metrics.drops.WithLabelValues("duplicate").Inc()
+	}
+	if m.ID != "" {
+		s.ack(m.ID, res.Seq)
 	}
 }
 

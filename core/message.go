@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pairrelay/relay/config"
 )
 
 // Message is one relayed message: what a client sent, as handlers see it and
@@ -37,20 +39,6 @@ const (
 	seedUnparsed
 	seedParsed
 )
-
-// ValidEnv reports whether name is a well-formed env name.
-func ValidEnv(name string) bool {
-	if len(name) == 0 || len(name) > 32 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
 
 // ClientError is a refusal the sender learns about through relay.error.
 type ClientError struct {
@@ -104,7 +92,7 @@ func parseV1(text []byte, m *Message) *ClientError {
 		return clientErr(ErrInvalidMessage, "field \"id\" is longer than %d bytes", maxIDLen)
 	}
 	for _, to := range env.To {
-		if !ValidEnv(to) {
+		if !config.ValidEnvName(to) {
 			return clientErr(ErrInvalidMessage, "field \"to\": %q is not an env name ([a-z0-9_-]{1,32})", to)
 		}
 	}
@@ -133,8 +121,8 @@ func newSeedMessage(text []byte) *Message {
 }
 
 // parseSeed derives Type and Data from the seed text: a JSON object with a
-// string "type" gives that type and its "data"; any other text is routed
-// with type "" and the text itself as a JSON string.
+// string "type" (not a reserved relay.* one) gives that type and its "data";
+// any other text is routed with type "" and the text itself as a JSON string.
 func (m *Message) parseSeed() {
 	if m.seedState != seedUnparsed {
 		return
@@ -145,7 +133,10 @@ func (m *Message) parseSeed() {
 		Data json.RawMessage `json:"data"`
 	}
 	trimmed := bytes.TrimSpace(m.seed)
-	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &obj) == nil && obj.Type != nil {
+	// A reserved type from a seed client is not honoured: v1 receivers must
+	// never mistake it for a relay system frame.
+	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &obj) == nil && obj.Type != nil &&
+		!strings.HasPrefix(*obj.Type, "relay.") {
 		m.Type, m.Data = *obj.Type, obj.Data
 	} else {
 		m.Type, m.Data = "", appendJSString(nil, m.seed)

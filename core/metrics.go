@@ -19,6 +19,7 @@ type Metrics struct {
 	closes       *prometheus.CounterVec
 	replacements prometheus.Counter
 	rejected     *prometheus.CounterVec
+	resumes      *prometheus.CounterVec
 
 	envMu    sync.Mutex
 	envs     map[string]*envMetrics
@@ -57,11 +58,13 @@ func NewMetrics() *Metrics {
 			Name: "relay_replacements_total", Help: "Sessions replaced by a newer connection of the same token+env."}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_upgrades_refused_total", Help: "Connection attempts refused before or at upgrade, by reason."}, []string{"reason"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_resumes_total", Help: "Reconnects with since, by whether the history still covered them."}, []string{"resumed"}),
 		envs:     make(map[string]*envMetrics),
 		envLimit: maxEnvLabels,
 	}
 	m.Registry.MustRegister(m.connections, m.messagesIn, m.messagesOut, m.drops, m.errors, m.closes,
-		m.replacements, m.rejected,
+		m.replacements, m.rejected, m.resumes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -86,4 +89,20 @@ func (m *Metrics) forEnv(env string) *envMetrics {
 	}
 	m.envs[label] = e
 	return e
+}
+
+// registerHistory exports the in-memory history's size.
+func (m *Metrics) registerHistory(stats func() MemoryStats) {
+	gauge := func(name, help string, value func(MemoryStats) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(value(stats())) })
+	}
+	m.Registry.MustRegister(
+		gauge("relay_history_tokens", "Tokens with history held.", func(s MemoryStats) int64 { return s.Tokens }),
+		gauge("relay_history_messages", "Messages held in history.", func(s MemoryStats) int64 { return s.Messages }),
+		gauge("relay_history_bytes", "Approximate bytes of history held.", func(s MemoryStats) int64 { return s.Bytes }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_history_evictions_total",
+			Help: "Idle tokens forgotten to stay within history.max_tokens."},
+			func() float64 { return float64(stats().Evictions) }),
+	)
 }

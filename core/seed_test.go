@@ -124,3 +124,15 @@ func TestWireChoice(t *testing.T) {
 		t.Fatalf("miniapp first frame %v", m)
 	}
 }
+
+func TestSeedCannotSpoofSystemFrames(t *testing.T) {
+	r := startRelay(t)
+	h5, _ := r.v1("spoof", "h5")
+	seed := r.dial("token=spoof&env=miniapp")
+	h5.readType("relay.presence")
+	seed.send(`{"type":"relay.ack","data":{"id":"c-1","seq":1}}`)
+	got := h5.readJSON()
+	if got["type"] != "" || got["data"] != `{"type":"relay.ack","data":{"id":"c-1","seq":1}}` {
+		t.Fatalf("a seed client's relay.* message reached v1 as %v", got)
+	}
+}

@@ -70,6 +70,9 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 		WriteBufferPool: &sync.Pool{},
 		RecoverHandler:  s.recoverSession,
 	}))
+	if stats, ok := bp.(interface{ Stats() MemoryStats }); ok {
+		metrics.registerHistory(stats.Stats)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bgDone.Add(1)
@@ -174,15 +177,15 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	switch {
 	case env == "":
 		return refuse(fiber.StatusBadRequest, "missing_env", "query parameter env is required")
-	case !ValidEnv(env):
+	case !config.ValidEnvName(env):
 		return refuse(fiber.StatusBadRequest, "bad_env", "env must match [a-z0-9_-]{1,32}")
 	}
 	req := &connRequest{token: token, env: env, ip: c.IP()}
 	switch v := c.Query("v"); {
+	case v != "" && v != "1":
+		return refuse(fiber.StatusBadRequest, "unsupported_version", "v must be 1 (or absent for the env's configured wire)")
 	case v == "1" || offersSubprotocol(c.Get(fiber.HeaderSecWebSocketProtocol), subprotocolV1):
 		req.wire = wireV1
-	case v != "":
-		return refuse(fiber.StatusBadRequest, "unsupported_version", "v must be 1 (or absent for the env's configured wire)")
 	case s.cfg.WireFor(env) == config.WireV1:
 		req.wire = wireV1
 	}
@@ -278,7 +281,7 @@ func (s *Server) serveConn(conn *websocket.Conn) {
 		s.closeAtOnce(sess, CloseEnvNotAllowed)
 		return
 	}
-	if code := h.join(sess); code != 0 {
+	if code := h.join(sess, req.since); code != 0 {
 		s.closeAtOnce(sess, code)
 		return
 	}

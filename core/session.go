@@ -2,6 +2,8 @@ package core
 
 import (
 	"bytes"
+	"errors"
+	"net"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -66,36 +68,107 @@ type Session struct {
 	writing bool
 	closing bool
 	writer  sync.WaitGroup
+
+	// While a joining session catches up on history, live frames wait in
+	// pending so that relay.hello and the replay come first.
+	resuming bool
+	pending  []pendingFrame
+}
+
+type pendingFrame struct {
+	m     *Message // nil for a system frame
+	frame []byte
 }
 
 // enqueue adds a frame for the writer. It never blocks: a session whose
 // queue is full is a slow consumer and is closed with 4008.
-func (s *Session) enqueue(f outFrame) bool {
+func (s *Session) enqueue(f outFrame) {
 	s.mu.Lock()
+	overflow := s.enqueueLocked(f)
+	s.mu.Unlock()
+	if overflow {
+		s.slowConsumer()
+	}
+}
+
+// enqueueLocked queues f and reports whether the queue overflowed (the
+// caller then closes the session, outside the lock).
+func (s *Session) enqueueLocked(f outFrame) (overflow bool) {
 	if s.closing {
-		s.mu.Unlock()
 		return false
 	}
 	limits := &s.hub.cfg.Limits
 	if len(s.queue) >= limits.SendQueue || s.queued+len(f.data) > limits.SendQueueBytes {
-		s.mu.Unlock()
-		s.hub.metrics.drops.WithLabelValues("slow_consumer").Inc()
-		s.closeWith(CloseSlowConsumer)
-		return false
+		return true
 	}
 	s.queue = append(s.queue, f)
 	s.queued += len(f.data)
+	if f.op == opText {
+		s.metrics.messagesOut.Inc()
+	}
 	s.startWriterLocked()
-	s.mu.Unlock()
-	return true
+	return false
 }
 
-func (s *Session) sendText(frame []byte) bool {
-	if s.enqueue(outFrame{data: frame, op: opText}) {
-		s.metrics.messagesOut.Inc()
-		return true
+func (s *Session) slowConsumer() {
+	s.hub.metrics.drops.WithLabelValues("slow_consumer").Inc()
+	s.closeWith(CloseSlowConsumer)
+}
+
+// sendText queues a system frame.
+func (s *Session) sendText(frame []byte) { s.push(nil, frame) }
+
+// push queues frame, the encoding of m (nil for a system frame), unless the
+// session is still catching up, in which case it waits its turn.
+func (s *Session) push(m *Message, frame []byte) {
+	s.mu.Lock()
+	var overflow bool
+	if s.resuming {
+		overflow = len(s.pending) >= s.hub.cfg.Limits.SendQueue
+		if !overflow {
+			s.pending = append(s.pending, pendingFrame{m: m, frame: frame})
+		}
+	} else {
+		overflow = s.enqueueLocked(outFrame{data: frame, op: opText})
 	}
-	return false
+	s.mu.Unlock()
+	if overflow {
+		s.slowConsumer()
+	}
+}
+
+// finishResume queues relay.hello (v1), the replay from history, then the
+// frames that arrived meanwhile, without a gap or a repeat at the seam.
+func (s *Session) finishResume(hello []byte, replay []*Message, last uint64) {
+	s.mu.Lock()
+	pending := s.pending
+	s.pending, s.resuming = nil, false
+	overflow := false
+	if hello != nil {
+		overflow = s.enqueueLocked(outFrame{data: hello, op: opText})
+	}
+	for _, m := range replay {
+		if !overflow && m.Addressed(s.env) {
+			overflow = s.enqueueLocked(outFrame{data: s.encode(m), op: opText})
+		}
+	}
+	for _, p := range pending {
+		if !overflow && (p.m == nil || p.m.Seq > last) {
+			overflow = s.enqueueLocked(outFrame{data: p.frame, op: opText})
+		}
+	}
+	s.mu.Unlock()
+	if overflow {
+		s.slowConsumer()
+	}
+}
+
+// encode returns the frame s's wire makes of m.
+func (s *Session) encode(m *Message) []byte {
+	if s.wire == wireV1 {
+		return m.appendV1(make([]byte, 0, len(m.Data)+len(m.Type)+96))
+	}
+	return m.appendSeed(make([]byte, 0, len(m.seed)+len(m.Data)+32))
 }
 
 func (s *Session) startWriterLocked() {
@@ -185,6 +258,19 @@ func (s *Session) run() {
 	s.conn.SetPongHandler(func(string) error {
 		return s.conn.SetReadDeadline(time.Now().Add(timeout))
 	})
+	// A client's own pings show it is alive too.
+	s.conn.SetPingHandler(func(data string) error {
+		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if err != nil && err != websocket.ErrCloseSent {
+			var netErr net.Error
+			if errors.As(err, &netErr) && netErr.Timeout() {
+				return nil
+			}
+			return err
+		}
+		return nil
+	})
 	for {
 		op, r, err := s.conn.NextReader()
 		if err != nil {
@@ -224,12 +310,15 @@ func (s *Session) readFailed(err error) {
 }
 
 func (s *Session) handleBinary() {
+	s.allow()
 	s.hub.metrics.drops.WithLabelValues("binary").Inc()
 	s.refuse("", &ClientError{Code: ErrBinary, Message: "binary frames are not relayed; send JSON text"}, "")
 }
 
 func (s *Session) handleText(text []byte) {
 	s.metrics.messagesIn.Inc()
+	// Every frame counts toward the rate, so a flood of garbage ends in 4029 too.
+	allowed := s.allow()
 	var m *Message
 	if s.wire == wireV1 {
 		m = &Message{}
@@ -251,7 +340,7 @@ func (s *Session) handleText(text []byte) {
 		}
 		m = newSeedMessage(bytes.Clone(text))
 	}
-	if !s.allow() {
+	if !allowed {
 		s.hub.metrics.drops.WithLabelValues(ErrRateLimited).Inc()
 		s.refuse(m.ID, &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}, "")
 		return
@@ -289,7 +378,7 @@ func (s *Session) allow() bool {
 func (s *Session) refuse(id string, cerr *ClientError, route string) {
 	ref := newRef()
 	s.hub.metrics.errors.WithLabelValues(cerr.Code).Inc()
-	s.hub.log.Debug("message refused", "ref", ref, "code", cerr.Code, "reason", cerr.Message,
+	s.hub.log.Info("message refused", "ref", ref, "code", cerr.Code, "reason", cerr.Message,
 		"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route)
 	if s.wire == wireV1 {
 		s.sendText(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
@@ -307,4 +396,11 @@ func putReadBuffer(b *bytes.Buffer) {
 	}
 	b.Reset()
 	readBuffers.Put(b)
+}
+
+// ack confirms a client id on wire v1 (seed clients have no ids).
+func (s *Session) ack(id string, seq uint64) {
+	if s.wire == wireV1 {
+		s.sendText(encodeSystem("relay.ack", ackData{ID: id, Seq: seq}))
+	}
 }

@@ -117,7 +117,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := core.NewServer(cfg, log, core.NewMemoryBackplane())
+	backplane := core.NewMemoryBackplane(cfg.History)
+	defer backplane.Close()
+	srv := core.NewServer(cfg, log, backplane)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
