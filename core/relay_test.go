@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -161,5 +162,34 @@ func TestHeartbeatPingsAndDropsDeadPeers(t *testing.T) {
 	// The live client kept answering pings and is still there.
 	if n := r.srv.hub.open.Load(); n != 2 {
 		t.Fatalf("open sessions = %d, want 2 (live h5 and the watcher)", n)
+	}
+}
+
+// Messages outlive their sender's session in the history: what they keep of
+// its upgrade request (token, env) must not change when the server reuses
+// that request's buffers for later connections.
+func TestHistoryKeepsSenderIdentityAfterTheSenderLeft(t *testing.T) {
+	r := startRelay(t)
+	for i := 0; i < 20; i++ {
+		token := fmt.Sprintf("keep-%02d", i)
+		a, _ := r.v1(token, "sender")
+		a.sendJSON(map[string]any{"type": "t", "data": i, "id": "x"})
+		a.readType("relay.ack")
+		_ = a.conn.Close()
+	}
+	// Other connections come and go, reusing the servers' request buffers.
+	for i := 0; i < 50; i++ {
+		c, _ := r.v1(fmt.Sprintf("zzzzzzzz-other-%d", i), "yyyyyyyyyyyy")
+		_ = c.conn.Close()
+	}
+	for i := 0; i < 20; i++ {
+		b := r.dial(fmt.Sprintf("v=1&token=keep-%02d&env=receiver&since=0", i))
+		if hello := b.readType("relay.hello"); hello["data"].(map[string]any)["resumed"] != true {
+			t.Fatalf("token %d: %v", i, hello)
+		}
+		got := b.readType("t")
+		if got["from"] != "sender" || got["data"] != float64(i) || got["id"] != "x" {
+			t.Fatalf("token %d replayed %v", i, got)
+		}
 	}
 }

@@ -57,6 +57,10 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics),
 		ipConns: make(map[string]int)}
 	s.app = fiber.New(fiber.Config{
+		// Fiber's strings point into fasthttp's request buffers, which are
+		// reused once a request ends; a session outlives its upgrade
+		// request, so everything it keeps must be a copy.
+		Immutable:             true,
 		DisableStartupMessage: true,
 		ErrorHandler:          s.httpErrorHandler,
 	})
