@@ -43,6 +43,8 @@ func (c *checker) check(n ast.Node, t reflect.Type, path string, line int) {
 		return // rare in a config file; the decoder judges them
 	}
 	switch {
+	case t == handlerConfigType:
+		c.checkHandlerEntry(n, path, line)
 	case t == durationType:
 		if s, ok := n.(*ast.StringNode); ok {
 			if _, err := time.ParseDuration(s.Value); err == nil {
@@ -192,4 +194,26 @@ func describe(n ast.Node) string {
 		return "a block of text"
 	}
 	return n.GetToken().Value
+}
+
+// checkHandlerEntry checks what a route's handler entry must have; the
+// handler's own settings are checked when the handler decodes them.
+func (c *checker) checkHandlerEntry(n ast.Node, path string, line int) {
+	pairs, ok := mappingPairs(n)
+	if !ok {
+		c.add(line, path, "must be a mapping with handler: NAME and that handler's settings, got %s", describe(n))
+		return
+	}
+	for _, mv := range pairs {
+		if keyText(mv.Key) != "handler" {
+			continue
+		}
+		kl := mv.Key.GetToken().Position.Line
+		c.lines[join(path, "handler")] = kl
+		if s, ok := mv.Value.(*ast.StringNode); !ok || s.Value == "" {
+			c.add(kl, join(path, "handler"), "must be the name of a handler, got %s", describe(mv.Value))
+		}
+		return
+	}
+	c.add(line, join(path, "handler"), "is required: the name of a handler (relay handlers lists them)")
 }

@@ -30,6 +30,8 @@ type Config struct {
 	History     History        `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
 	Log         Log            `yaml:"log" doc:"Logging."`
 	Shutdown    Shutdown       `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
+	Unmatched   string         `yaml:"unmatched" doc:"What happens to a message no route matches: forward (as the original relay did), reject (relay.error unknown_type) or drop." default:"forward"`
+	Routes      []Route        `yaml:"routes" doc:"Typed routes, tried in order; the first whose match fits a message runs its handlers."`
 }
 
 // Env holds the settings of one env name.
@@ -97,6 +99,7 @@ func Default() *Config {
 		History:   History{Size: 256, TTL: 5 * time.Minute, MaxTokens: 100000, MaxBytes: 256 << 20},
 		Log:       Log{Level: "info", Format: "json"},
 		Shutdown:  Shutdown{Timeout: 8 * time.Second},
+		Unmatched: FateForward,
 	}
 }
 

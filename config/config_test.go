@@ -97,6 +97,7 @@ func TestValidFile(t *testing.T) {
 		},
 		Heartbeat: Heartbeat{Interval: 15 * time.Second, Timeout: time.Minute},
 		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
+		Unmatched: FateForward,
 		Log:       Log{Level: "debug", Format: "text"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}

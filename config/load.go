@@ -55,6 +55,8 @@ func Parse(src []byte, name string) (*Config, error) {
 			return nil, Problems{yamlProblem(err, name, "")}
 		}
 	}
+	cfg.locateHandlers(name)
+	cfg.applyRouteDefaults()
 	probs = cfg.applyPort(os.Getenv("PORT"))
 	for _, p := range cfg.problems() {
 		p.File = name

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,6 +122,39 @@ func (c *Config) problems() Problems {
 		add("history.max_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxBytes)
 	}
 
+	oneOf("unmatched", c.Unmatched, FateForward, FateReject, FateDrop)
+	names := map[string]string{}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		rp := index("routes", i)
+		switch _, err := path.Match(r.Match.Type, ""); {
+		case r.Match.Type == "":
+			add(rp+".match.type", "is required: a message type such as addMaterial, or a glob such as material.*")
+		case err != nil:
+			add(rp+".match.type", "is not a valid glob: %v", err)
+		}
+		for j, env := range r.Match.From {
+			if !ValidEnvName(env) {
+				add(index(rp+".match.from", j), "env name must be 1 to 32 of a-z, 0-9, _ and -, got %q", env)
+			}
+		}
+		for j, env := range r.To {
+			if !ValidEnvName(env) {
+				add(index(rp+".to", j), "env name must be 1 to 32 of a-z, 0-9, _ and -, got %q", env)
+			}
+		}
+		oneOf(rp+".on_error", r.OnError, FateReject, FatePass, FateDrop)
+		if r.Timeout <= 0 {
+			add(rp+".timeout", "must be more than 0, got %s", r.Timeout)
+		}
+		if r.Name != "" {
+			if prev, dup := names[r.Name]; dup {
+				add(rp+".name", "%q is already the name of %s", r.Name, prev)
+			}
+			names[r.Name] = rp
+		}
+	}
+
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "json", "text")
 
@@ -141,4 +175,17 @@ func orList(words []string) string {
 		return words[0]
 	}
 	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// applyRouteDefaults fills what a route left out.
+func (c *Config) applyRouteDefaults() {
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.OnError == "" {
+			r.OnError = FateReject
+		}
+		if r.Timeout == 0 {
+			r.Timeout = 5 * time.Second
+		}
+	}
 }

@@ -56,9 +56,18 @@ func NewHub(cfg *config.Config, log *slog.Logger, bp Backplane, metrics *Metrics
 	return h
 }
 
-// SetPipeline swaps the routing pipeline; messages already inside the old
-// one finish there.
-func (h *Hub) SetPipeline(p *Pipeline) { h.pipeline.Store(p) }
+// SetPipeline swaps the routing pipeline atomically and returns the old
+// one: messages already inside it finish there; Retire it to close it.
+func (h *Hub) SetPipeline(p *Pipeline) *Pipeline { return h.pipeline.Swap(p) }
+
+// enterPipeline returns the current pipeline with one more message in flight.
+func (h *Hub) enterPipeline() *Pipeline {
+	for {
+		if p := h.pipeline.Load(); p.enter() {
+			return p
+		}
+	}
+}
 
 func (h *Hub) shard(token string) *hubShard {
 	return &h.shards[maphash.String(h.seed, token)%uint64(len(h.shards))]
@@ -214,7 +223,9 @@ func (h *Hub) accept(s *Session, m *Message) {
 			return
 		}
 	}
-	out, route, err := h.pipeline.Load().Process(ctx, m)
+	p := h.enterPipeline()
+	defer p.exit()
+	out, route, err := p.Process(ctx, m)
 	if err != nil {
 		s.refuse(m.ID, asClientError(err), route)
 		return

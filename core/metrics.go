@@ -21,6 +21,9 @@ type Metrics struct {
 	rejected     *prometheus.CounterVec
 	resumes      *prometheus.CounterVec
 
+	handlerResults  *prometheus.CounterVec
+	handlerDuration *prometheus.HistogramVec
+
 	envMu    sync.Mutex
 	envs     map[string]*envMetrics
 	envLimit int
@@ -60,11 +63,18 @@ func NewMetrics() *Metrics {
 			Name: "relay_upgrades_refused_total", Help: "Connection attempts refused before or at upgrade, by reason."}, []string{"reason"}),
 		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_resumes_total", Help: "Reconnects with since, by whether the history still covered them."}, []string{"resumed"}),
+		handlerResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_handler_results_total", Help: "Handler calls by route, handler and result (passed, dropped, fanout, rejected, failed)."},
+			[]string{"route", "handler", "result"}),
+		handlerDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "relay_handler_duration_seconds", Help: "Time one handler call took, by route and handler.",
+			Buckets: []float64{0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5}},
+			[]string{"route", "handler"}),
 		envs:     make(map[string]*envMetrics),
 		envLimit: maxEnvLabels,
 	}
 	m.Registry.MustRegister(m.connections, m.messagesIn, m.messagesOut, m.drops, m.errors, m.closes,
-		m.replacements, m.rejected, m.resumes,
+		m.replacements, m.rejected, m.resumes, m.handlerResults, m.handlerDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,11 +3,25 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pairrelay/relay/config"
 )
 
 // Handler is one step of a route: it passes a message on (possibly
 // changed), drops it (no messages), fans it out (several) or rejects it
-// (an error: the sender gets relay.error and nothing is forwarded).
+// (Reject: the sender gets relay.error and nothing is forwarded). Any other
+// error is a failure, which the route's on_error turns into a reject, a
+// pass or a drop. Handle must honour ctx, which carries the route's
+// timeout. A handler that changes Data assigns a new slice; it never writes
+// into the old one, which may be shared.
 type Handler interface {
 	Handle(ctx context.Context, m *Message) ([]*Message, error)
 }
@@ -15,17 +29,143 @@ type Handler interface {
 // Pipeline routes messages by type through handler chains. The zero
 // Pipeline forwards everything unchanged.
 type Pipeline struct {
-	routes []*Route
+	routes    []*route
+	unmatched string
+
+	inflight atomic.Int64
+	retired  atomic.Bool
 }
 
-// Route is a named handler chain.
-type Route struct {
-	Name     string
-	Handlers []Handler
+type route struct {
+	name    string
+	match   config.Match
+	exact   bool // match.Type has no glob characters
+	to      []string
+	onError string
+	timeout time.Duration
+	steps   []step
 }
+
+type step struct {
+	name     string
+	handler  Handler
+	results  [resultCount]prometheus.Counter
+	duration prometheus.Observer
+}
+
+// Outcomes of one handler call, as counted in relay_handler_results_total.
+const (
+	resultPassed = iota
+	resultDropped
+	resultFanout
+	resultRejected
+	resultFailed
+	resultCount
+)
+
+var resultNames = [resultCount]string{"passed", "dropped", "fanout", "rejected", "failed"}
+
+// Error codes of pipeline refusals.
+const (
+	ErrUnknownType   = "unknown_type"
+	ErrHandlerFailed = "handler_failed"
+)
+
+// BuildPipeline provisions every route's handlers from cfg. It reports every
+// broken handler at once and closes what it provisioned when any fails.
+func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, log *slog.Logger, metrics *Metrics) (*Pipeline, error) {
+	p := &Pipeline{unmatched: cfg.Unmatched}
+	if p.unmatched == "" {
+		p.unmatched = config.FateForward
+	}
+	baseDir := "."
+	if configPath != "" {
+		baseDir = filepath.Dir(configPath)
+	}
+	var errs []error
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		r := &route{name: rc.RouteName(), match: rc.Match, exact: !strings.ContainsAny(rc.Match.Type, `*?[\`),
+			to: rc.To, onError: rc.OnError, timeout: rc.Timeout}
+		for j := range rc.Handlers {
+			hc := &rc.Handlers[j]
+			env := ProvisionEnv{Route: r.name, BaseDir: baseDir,
+				Log: log.With("route", r.name, "handler", hc.Handler)}
+			h, err := BuildHandler(ctx, hc, env)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			r.steps = append(r.steps, newStep(hc.Handler, h, r.name, metrics))
+		}
+		p.routes = append(p.routes, r)
+	}
+	if len(errs) > 0 {
+		p.Close()
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
+func newStep(name string, h Handler, routeName string, metrics *Metrics) step {
+	s := step{name: name, handler: h}
+	if metrics == nil {
+		metrics = discardMetrics
+	}
+	for i := range s.results {
+		s.results[i] = metrics.handlerResults.WithLabelValues(routeName, name, resultNames[i])
+	}
+	s.duration = metrics.handlerDuration.WithLabelValues(routeName, name)
+	return s
+}
+
+// discardMetrics serve pipelines built without a server (relay check).
+var discardMetrics = NewMetrics()
 
 // Empty reports whether the pipeline forwards everything unchanged.
-func (p *Pipeline) Empty() bool { return len(p.routes) == 0 }
+func (p *Pipeline) Empty() bool { return len(p.routes) == 0 && p.unmatched == config.FateForward }
+
+// Close closes every handler. Use Retire on a pipeline that may be in use.
+func (p *Pipeline) Close() {
+	for _, r := range p.routes {
+		for _, s := range r.steps {
+			_ = closeHandler(s.handler)
+		}
+	}
+}
+
+// enter marks a message in flight; it fails on a retired pipeline.
+func (p *Pipeline) enter() bool {
+	p.inflight.Add(1)
+	if p.retired.Load() {
+		p.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (p *Pipeline) exit() { p.inflight.Add(-1) }
+
+// Retire waits for the messages still inside the pipeline, then closes it.
+func (p *Pipeline) Retire() {
+	p.retired.Store(true)
+	for p.inflight.Load() > 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.Close()
+}
+
+func (r *route) matches(m *Message) bool {
+	if r.exact {
+		if m.Type != r.match.Type {
+			return false
+		}
+		if len(r.match.From) == 0 {
+			return true
+		}
+	}
+	return r.match.Matches(m.Type, m.From)
+}
 
 // Process runs m through its route and returns what to publish, with the
 // name of the route that decided.
@@ -34,25 +174,99 @@ func (p *Pipeline) Process(ctx context.Context, m *Message) ([]*Message, string,
 		return []*Message{m}, "", nil
 	}
 	m.Resolve()
-	// Routing by type arrives with the routes issue; until then every
-	// message takes the first route.
-	r := p.routes[0]
+	var r *route
+	for _, candidate := range p.routes {
+		if candidate.matches(m) {
+			r = candidate
+			break
+		}
+	}
+	if r == nil {
+		switch p.unmatched {
+		case config.FateDrop:
+			return nil, "", nil
+		case config.FateReject:
+			return nil, "", &ClientError{Code: ErrUnknownType, Message: fmt.Sprintf("no route accepts messages of type %q", m.Type)}
+		}
+		return []*Message{m}, "", nil
+	}
 	msgs := []*Message{m}
-	for _, handler := range r.Handlers {
+	for i := range r.steps {
+		s := &r.steps[i]
 		var next []*Message
 		for _, in := range msgs {
-			out, err := handler.Handle(ctx, in)
+			out, err := r.call(ctx, s, in)
 			if err != nil {
-				return nil, r.Name, err
+				return nil, r.name, err
 			}
 			next = append(next, out...)
 		}
 		msgs = next
 		if len(msgs) == 0 {
-			break
+			return nil, r.name, nil
 		}
 	}
-	return msgs, r.Name, nil
+	if r.to != nil {
+		for _, out := range msgs {
+			out.To = narrow(out.To, r.to)
+		}
+	}
+	return msgs, r.name, nil
+}
+
+// call runs one handler on one message with the route's timeout, counting
+// and timing it, and applies on_error to a failure.
+func (r *route) call(ctx context.Context, s *step, m *Message) ([]*Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	start := time.Now()
+	out, err := s.handler.Handle(ctx, m)
+	if err == nil && ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %s", r.timeout)
+	}
+	cancel()
+	s.duration.Observe(time.Since(start).Seconds())
+	if err == nil {
+		switch len(out) {
+		case 0:
+			s.results[resultDropped].Inc()
+		case 1:
+			s.results[resultPassed].Inc()
+		default:
+			s.results[resultFanout].Inc()
+		}
+		return out, nil
+	}
+	var cerr *ClientError
+	if errors.As(err, &cerr) {
+		s.results[resultRejected].Inc()
+		return nil, cerr
+	}
+	s.results[resultFailed].Inc()
+	switch r.onError {
+	case config.FatePass:
+		return []*Message{m}, nil
+	case config.FateDrop:
+		return nil, nil
+	}
+	return nil, &ClientError{Code: ErrHandlerFailed, Message: fmt.Sprintf("%s failed: %v", s.name, err)}
+}
+
+// narrow applies a route's envs to a message's own to: the route's when the
+// message names none, otherwise the envs both name.
+func narrow(own, route []string) []string {
+	if own == nil {
+		return route
+	}
+	both := make([]string, 0, len(own))
+	for _, env := range own {
+		for _, r := range route {
+			if env == r {
+				both = append(both, env)
+				break
+			}
+		}
+	}
+	return both
 }
 
 func asClientError(err error) *ClientError {
