@@ -16,6 +16,12 @@ test: vet
 vet:
 	$(GO) vet ./...
 
+# Load test: relay (wire v1 and seed) against a minimal gorilla/websocket
+# relay, pinned to one core each side; prints throughput, CPU per message,
+# latency percentiles and RSS per idle connection, with ratios.
+bench: build
+	$(GO) run ./cmd/relay-bench -relay $(BIN)
+
 # The static build the Dockerfile runs too.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/relay
