@@ -29,6 +29,14 @@ type testRelay struct {
 
 func startRelay(t *testing.T, mutate ...func(*config.Config)) *testRelay {
 	t.Helper()
+	r := startRelayB(t, mutate...)
+	r.t = t
+	return r
+}
+
+// startRelayB starts a relay for a test or a benchmark.
+func startRelayB(t testing.TB, mutate ...func(*config.Config)) *testRelay {
+	t.Helper()
 	cfg := config.Default()
 	for _, m := range mutate {
 		m(cfg)
@@ -44,7 +52,7 @@ func startRelay(t *testing.T, mutate ...func(*config.Config)) *testRelay {
 	bp := NewMemoryBackplane(cfg.History)
 	srv := NewServer(cfg, log, bp)
 	go func() { _ = srv.Serve(ln) }()
-	r := &testRelay{t: t, srv: srv, url: "ws://" + ln.Addr().String() + cfg.Path, http: "http://" + ln.Addr().String()}
+	r := &testRelay{srv: srv, url: "ws://" + ln.Addr().String() + cfg.Path, http: "http://" + ln.Addr().String()}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -54,7 +62,7 @@ func startRelay(t *testing.T, mutate ...func(*config.Config)) *testRelay {
 	return r
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

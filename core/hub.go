@@ -140,7 +140,7 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	}
 	var hello []byte
 	if s.wire == wireV1 {
-		hello = encodeSystem("relay.hello", helloData{
+		hello = helloFrame(helloData{
 			Session: s.id, Env: s.env, Peers: peers, Seq: hist.Last, Resumed: resumed,
 			Heartbeat: h.cfg.Heartbeat.Interval.Milliseconds(),
 		})
@@ -182,7 +182,7 @@ func (r *room) announceLocked(env string, online bool) {
 			continue
 		}
 		if frame == nil {
-			frame = encodeSystem("relay.presence", presenceData{Env: env, Online: online})
+			frame = presenceFrame(env, online)
 		}
 		peer.sendText(frame)
 	}
@@ -225,7 +225,16 @@ func (h *Hub) accept(s *Session, m *Message) {
 	}
 	p := h.enterPipeline()
 	defer p.exit()
-	out, route, err := p.Process(ctx, m)
+	var out []*Message
+	var route string
+	var err error
+	if p.Empty() {
+		// The common case: no routes. Only this session's reader uses single.
+		s.single[0] = m
+		out = s.single[:]
+	} else {
+		out, route, err = p.Process(ctx, m)
+	}
 	if err != nil {
 		s.refuse(m.ID, asClientError(err), route)
 		return
@@ -239,6 +248,7 @@ func (h *Hub) accept(s *Session, m *Message) {
 	if res.Duplicate {
 		h.metrics.drops.WithLabelValues("duplicate").Inc()
 	}
+	s.single[0] = nil
 	if m.ID != "" {
 		s.ack(m.ID, res.Seq)
 	}

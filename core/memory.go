@@ -183,7 +183,6 @@ func (b *MemoryBackplane) Publish(_ context.Context, batch []*Message) (PublishR
 
 // retain appends m to t's history and trims it to the configured bounds.
 func (b *MemoryBackplane) retain(t *memoryTopic, m *Message, now time.Time) {
-	m.Resolve()
 	size := int64(len(m.Type) + len(m.Data) + len(m.seed) + len(m.ID) + len(m.From) + 96)
 	t.entries = append(t.entries, historyEntry{m: m, at: now, size: size})
 	b.bytes.Add(size)

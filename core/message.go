@@ -3,13 +3,9 @@ package core
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
-
-	"github.com/pairrelay/relay/config"
 )
 
 // Message is one relayed message: what a client sent, as handlers see it and
@@ -58,90 +54,49 @@ const (
 	pingType   = "relay.ping"
 )
 
-// parseV1 decodes a client frame of wire v1 into m.
-func parseV1(text []byte, m *Message) *ClientError {
-	if !utf8.Valid(text) {
-		return clientErr(ErrInvalidUTF8, "frame is not valid UTF-8")
-	}
-	var env struct {
-		Type *string         `json:"type"`
-		Data json.RawMessage `json:"data"`
-		To   []string        `json:"to"`
-		ID   *string         `json:"id"`
-	}
-	if err := json.Unmarshal(text, &env); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			if typeErr.Field == "" {
-				return clientErr(ErrInvalidMessage, "message must be a JSON object like {\"type\":\"…\",\"data\":…}")
-			}
-			return clientErr(ErrInvalidMessage, "field %q must be %s", typeErr.Field, jsonKind(typeErr.Field))
-		}
-		return clientErr(ErrInvalidJSON, "frame is not valid JSON: %s", err.Error())
-	}
-	if env.Type == nil || *env.Type == "" {
-		return clientErr(ErrInvalidMessage, "field \"type\" is required")
-	}
-	if len(*env.Type) > maxTypeLen {
-		return clientErr(ErrInvalidMessage, "field \"type\" is longer than %d bytes", maxTypeLen)
-	}
-	if strings.HasPrefix(*env.Type, "relay.") && *env.Type != pingType {
-		return clientErr(ErrReservedType, "type %q is reserved: names starting with \"relay.\" belong to the relay", *env.Type)
-	}
-	if env.ID != nil && len(*env.ID) > maxIDLen {
-		return clientErr(ErrInvalidMessage, "field \"id\" is longer than %d bytes", maxIDLen)
-	}
-	for _, to := range env.To {
-		if !config.ValidEnvName(to) {
-			return clientErr(ErrInvalidMessage, "field \"to\": %q is not an env name ([a-z0-9_-]{1,32})", to)
-		}
-	}
-	m.Type = *env.Type
-	m.Data = env.Data
-	m.To = env.To
-	if env.ID != nil {
-		m.ID = *env.ID
-	}
-	return nil
-}
-
-func jsonKind(field string) string {
-	switch field {
-	case "to":
-		return "an array of env names"
-	default:
-		return "a string"
-	}
-}
-
 // newSeedMessage wraps a seed-wire client's text. It is parsed only if a
 // route or a v1 receiver needs its type and data.
 func newSeedMessage(text []byte) *Message {
 	return &Message{seed: text, seedState: seedUnparsed}
 }
 
-// parseSeed derives Type and Data from the seed text: a JSON object with a
-// string "type" (not a reserved relay.* one) gives that type and its "data";
-// any other text is routed with type "" and the text itself as a JSON string.
+// parseSeed derives Type and Data for routing; the pipeline calls it (via
+// Resolve) while it alone holds the message.
 func (m *Message) parseSeed() {
 	if m.seedState != seedUnparsed {
 		return
 	}
 	m.seedState = seedParsed
+	m.Type, m.Data = parseSeedText(m.seed)
+	m.seedType, m.seedData = m.Type, m.Data
+}
+
+// typeAndData returns what a v1 receiver sees of m. It parses seed text
+// that no route resolved without storing the result: a published message
+// may be encoded by several goroutines (replays) and must not change.
+func (m *Message) typeAndData() (string, json.RawMessage) {
+	if m.seedState == seedUnparsed {
+		return parseSeedText(m.seed)
+	}
+	return m.Type, m.Data
+}
+
+// parseSeedText reads seed text: a JSON object with a string "type" (not a
+// reserved relay.* one) gives that type and its "data"; any other text is
+// routed with type "" and the text itself as a JSON string.
+func parseSeedText(text []byte) (string, json.RawMessage) {
 	var obj struct {
 		Type *string         `json:"type"`
 		Data json.RawMessage `json:"data"`
 	}
-	trimmed := bytes.TrimSpace(m.seed)
+	trimmed := bytes.TrimSpace(text)
 	// A reserved type from a seed client is not honoured: v1 receivers must
 	// never mistake it for a relay system frame.
 	if len(trimmed) > 0 && trimmed[0] == '{' && json.Unmarshal(trimmed, &obj) == nil && obj.Type != nil &&
 		!strings.HasPrefix(*obj.Type, "relay.") {
-		m.Type, m.Data = *obj.Type, obj.Data
-	} else {
-		m.Type, m.Data = "", appendJSString(nil, m.seed)
+		return *obj.Type, obj.Data
 	}
-	m.seedType, m.seedData = m.Type, m.Data
+	return "", appendJSString(nil, text)
 }
 
 // seedIntact reports whether the message still is the seed text it came as.
@@ -161,12 +116,12 @@ func (m *Message) Resolve() { m.parseSeed() }
 
 // appendV1 appends the v1 frame a receiver gets for m.
 func (m *Message) appendV1(dst []byte) []byte {
-	m.parseSeed()
+	typ, data := m.typeAndData()
 	dst = append(dst, `{"type":`...)
-	dst = appendJSString(dst, []byte(m.Type))
-	if m.Data != nil {
+	dst = appendJSString(dst, []byte(typ))
+	if data != nil {
 		dst = append(dst, `,"data":`...)
-		dst = append(dst, m.Data...)
+		dst = append(dst, data...)
 	}
 	dst = append(dst, `,"from":`...)
 	dst = appendJSString(dst, []byte(m.From))

@@ -123,7 +123,9 @@ func newStep(name string, h Handler, routeName string, metrics *Metrics) step {
 var discardMetrics = NewMetrics()
 
 // Empty reports whether the pipeline forwards everything unchanged.
-func (p *Pipeline) Empty() bool { return len(p.routes) == 0 && p.unmatched == config.FateForward }
+func (p *Pipeline) Empty() bool {
+	return len(p.routes) == 0 && (p.unmatched == "" || p.unmatched == config.FateForward)
+}
 
 // Close closes every handler. Use Retire on a pipeline that may be in use.
 func (p *Pipeline) Close() {

@@ -59,6 +59,7 @@ type Session struct {
 	metrics   *envMetrics
 
 	limiter   *rate.Limiter // nil until the first message, or when unlimited
+	single    [1]*Message   // reused to publish one message without allocating
 	overStart time.Time     // window in which refused messages are counted toward 4029
 	overCount int
 
@@ -210,34 +211,98 @@ func (s *Session) writeLoop() {
 		}
 		s.queue, s.queued = spare[:0], 0
 		s.mu.Unlock()
+		if !s.writeBatch(batch) {
+			return
+		}
+		clear(batch)
+		spare = batch
+	}
+}
 
-		deadline := time.Now().Add(s.hub.cfg.Limits.WriteTimeout)
-		// A write deadline that fires leaves the connection unusable, so
-		// any write error ends the session.
-		_ = s.conn.SetWriteDeadline(deadline)
-		for i := range batch {
-			f := &batch[i]
-			var err error
-			switch f.op {
-			case opText:
-				err = s.conn.WriteMessage(websocket.TextMessage, f.data)
-			case opPing:
-				err = s.conn.WriteControl(websocket.PingMessage, nil, deadline)
-			case opClose:
+// maxWriteChunk bounds how much of a batch goes into one write call.
+const maxWriteChunk = 64 << 10
+
+var writeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeBatch writes the frames with as few write calls as it can: frames
+// are framed here and written together, which is where a busy connection
+// saves its system calls. Every write call carries whole frames, and Go
+// serialises write calls on a connection, so the pongs the library writes
+// on its own never land inside one of these frames. It reports whether the
+// session may go on writing.
+func (s *Session) writeBatch(batch []outFrame) bool {
+	netConn := s.conn.NetConn()
+	// A write deadline that fires leaves the connection unusable, so any
+	// write error ends the session.
+	deadline := time.Now().Add(s.hub.cfg.Limits.WriteTimeout)
+	_ = netConn.SetWriteDeadline(deadline)
+	bufp := writeBuffers.Get().(*[]byte)
+	buf := (*bufp)[:0]
+	ok := true
+	for i := range batch {
+		f := &batch[i]
+		switch f.op {
+		case opText:
+			buf = appendFrame(buf, opcodeText, f.data)
+		case opPing:
+			buf = appendFrame(buf, opcodePing, nil)
+		case opClose:
+			if ok = s.flush(netConn, buf); ok {
 				_ = s.conn.WriteControl(websocket.CloseMessage, f.data, deadline)
 				_ = s.conn.SetReadDeadline(time.Now().Add(closeGrace))
 				s.stopWriting()
-				return
+				ok = false
 			}
-			if err != nil {
-				s.stopWriting()
-				_ = s.conn.NetConn().Close()
-				return
-			}
-			f.data = nil
+			buf = buf[:0]
 		}
-		spare = batch
+		if !ok {
+			break
+		}
+		if len(buf) >= maxWriteChunk {
+			ok = s.flush(netConn, buf)
+			buf = buf[:0]
+		}
 	}
+	if ok {
+		ok = s.flush(netConn, buf)
+	}
+	if cap(buf) <= maxWriteChunk*2 {
+		*bufp = buf[:0]
+		writeBuffers.Put(bufp)
+	}
+	return ok
+}
+
+// flush writes buf, ending the session on an error.
+func (s *Session) flush(netConn net.Conn, buf []byte) bool {
+	if len(buf) == 0 {
+		return true
+	}
+	if _, err := netConn.Write(buf); err != nil {
+		s.stopWriting()
+		_ = netConn.Close()
+		return false
+	}
+	return true
+}
+
+const (
+	opcodeText = 0x1
+	opcodePing = 0x9
+)
+
+// appendFrame appends an unmasked, final server frame (RFC 6455 §5.2).
+func appendFrame(dst []byte, opcode byte, payload []byte) []byte {
+	dst = append(dst, 0x80|opcode)
+	switch n := len(payload); {
+	case n < 126:
+		dst = append(dst, byte(n))
+	case n <= 0xffff:
+		dst = append(dst, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, payload...)
 }
 
 func (s *Session) stopWriting() {
@@ -271,13 +336,20 @@ func (s *Session) run() {
 		}
 		return nil
 	})
+	// Moving the read deadline on every frame is measurable on a busy
+	// connection; moving it when a slice of the timeout has passed is as safe.
+	refresh := min(timeout/8, time.Second)
+	lastRefresh := time.Now()
 	for {
 		op, r, err := s.conn.NextReader()
 		if err != nil {
 			s.readFailed(err)
 			break
 		}
-		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+		if now := time.Now(); now.Sub(lastRefresh) >= refresh {
+			_ = s.conn.SetReadDeadline(now.Add(timeout))
+			lastRefresh = now
+		}
 		buf := getReadBuffer()
 		if _, err := buf.ReadFrom(r); err != nil {
 			putReadBuffer(buf)
@@ -401,6 +473,6 @@ func putReadBuffer(b *bytes.Buffer) {
 // ack confirms a client id on wire v1 (seed clients have no ids).
 func (s *Session) ack(id string, seq uint64) {
 	if s.wire == wireV1 {
-		s.sendText(encodeSystem("relay.ack", ackData{ID: id, Seq: seq}))
+		s.sendText(ackFrame(id, seq))
 	}
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"encoding/json"
+	"strconv"
 )
 
 // System frames (relay → client, wire v1 only). Field names are the protocol.
@@ -48,3 +49,47 @@ func encodeSystem(typ string, data any) []byte {
 }
 
 var pongFrame = []byte(`{"type":"relay.pong","data":{}}`)
+
+// The frequent system frames are written by hand: acks go out for every
+// message with an id, and encoding/json's reflection would cost more than
+// the rest of the relaying.
+
+func ackFrame(id string, seq uint64) []byte {
+	b := make([]byte, 0, 48+len(id))
+	b = append(b, `{"type":"relay.ack","data":{"id":`...)
+	b = appendJSString(b, []byte(id))
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, "}}"...)
+}
+
+func presenceFrame(env string, online bool) []byte {
+	b := make([]byte, 0, 64+len(env))
+	b = append(b, `{"type":"relay.presence","data":{"env":`...)
+	b = appendJSString(b, []byte(env))
+	b = append(b, `,"online":`...)
+	b = strconv.AppendBool(b, online)
+	return append(b, "}}"...)
+}
+
+func helloFrame(h helloData) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"type":"relay.hello","data":{"session":`...)
+	b = appendJSString(b, []byte(h.Session))
+	b = append(b, `,"env":`...)
+	b = appendJSString(b, []byte(h.Env))
+	b = append(b, `,"peers":[`...)
+	for i, p := range h.Peers {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSString(b, []byte(p))
+	}
+	b = append(b, `],"seq":`...)
+	b = strconv.AppendUint(b, h.Seq, 10)
+	b = append(b, `,"resumed":`...)
+	b = strconv.AppendBool(b, h.Resumed)
+	b = append(b, `,"heartbeat":`...)
+	b = strconv.AppendInt(b, h.Heartbeat, 10)
+	return append(b, "}}"...)
+}
