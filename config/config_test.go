@@ -122,6 +122,16 @@ func TestShippedConfig(t *testing.T) {
 	if got.Origins != nil && len(got.Origins) == 0 {
 		got.Origins = nil // origins: [] spells out the default
 	}
+	// The routes are the shipped example, not defaults; core and the
+	// end-to-end tests exercise them.
+	var names []string
+	for _, r := range got.Routes {
+		names = append(names, r.RouteName())
+	}
+	if !reflect.DeepEqual(names, []string{"init", "addMaterial"}) {
+		t.Errorf("shipped routes = %v", names)
+	}
+	got.Routes = nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("../relay.yaml =\n%+v\nwant Default() with envs h5 and miniapp:\n%+v", got, want)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
+	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -22,7 +23,8 @@ const usage = `usage: relay <command> [flags]
 
 commands:
   serve [-c relay.yaml]   run the relay (built-in defaults when the file does not exist)
-  check [-c relay.yaml]   validate a config file and list every problem
+  check [-c relay.yaml]   validate a config file, provision its handlers, list every problem
+  handlers                list the handlers routes can use
   version                 print the version
 `
 
@@ -37,7 +39,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
 	case "check":
-		return check(args[1:], stdout)
+		return check(ctx, args[1:], stdout)
+	case "handlers":
+		for _, spec := range core.HandlerSpecs() {
+			fmt.Fprintf(stdout, "%-12s %s\n", spec.Name, spec.Summary)
+		}
+		return nil
 	case "version":
 		fmt.Fprintln(stdout, "relay", versionString())
 		return nil
@@ -79,28 +86,45 @@ func configFlag(name string, args []string) (path string, explicit bool, err err
 	return path, explicit || fset.NArg() == 1, nil
 }
 
+const builtInDefaults = "built-in defaults"
+
 // loadConfig reads path, or the built-in defaults when path was not named
 // explicitly and does not exist.
 func loadConfig(path string, explicit bool) (cfg *config.Config, source string, err error) {
 	cfg, err = config.Load(path)
 	if err != nil && !explicit && errors.Is(err, fs.ErrNotExist) {
-		cfg, err = config.Parse(nil, "built-in defaults")
-		return cfg, "built-in defaults", err
+		cfg, err = config.Parse(nil, builtInDefaults)
+		return cfg, builtInDefaults, err
 	}
 	return cfg, path, err
 }
 
-func check(args []string, stdout io.Writer) error {
+func check(ctx context.Context, args []string, stdout io.Writer) error {
 	path, explicit, err := configFlag("check", args)
 	if err != nil {
 		return err
 	}
-	_, source, err := loadConfig(path, explicit)
+	cfg, source, err := loadConfig(path, explicit)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", source)
+	// Provisioning is part of the check: a schema that does not compile or
+	// a plugin that does not start must fail here, not at serve time.
+	pipeline, err := core.BuildPipeline(ctx, cfg, configPathOf(source, path), slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		return err
+	}
+	pipeline.Close()
+	fmt.Fprintf(stdout, "%s: ok (%d routes)\n", source, len(cfg.Routes))
 	return nil
+}
+
+// configPathOf is the file a config came from, "" for the built-in defaults.
+func configPathOf(source, path string) string {
+	if source == builtInDefaults {
+		return ""
+	}
+	return path
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -120,6 +144,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	backplane := core.NewMemoryBackplane(cfg.History)
 	defer backplane.Close()
 	srv := core.NewServer(cfg, log, backplane)
+	pipeline, err := core.BuildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv.Hub().SetPipeline(pipeline)
+	if source != builtInDefaults {
+		reloader := &reloader{path: path, current: cfg, log: log, srv: srv}
+		go reloader.run(ctx)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
@@ -136,6 +170,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}
+	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
 	return nil
 }
