@@ -116,7 +116,11 @@ func (h *HandlerConfig) Decode(v any) error {
 		}
 		seen[key] = line
 		elem := fields[key]
-		if elem == nil {
+		switch {
+		case elem == nil && len(fields) == 0:
+			ck.add(line, p, "unknown key: handler %s takes no settings", h.Handler)
+			continue
+		case elem == nil:
 			ck.add(line, p, "unknown key for handler %s (known: %s)", h.Handler, strings.Join(sortedKeys(fields), ", "))
 			continue
 		}

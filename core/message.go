@@ -40,6 +40,7 @@ const (
 type ClientError struct {
 	Code    string
 	Message string
+	cause   error // what only the log gets: details the sender must not see
 }
 
 func (e *ClientError) Error() string { return e.Code + ": " + e.Message }

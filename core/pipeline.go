@@ -250,7 +250,9 @@ func (r *route) call(ctx context.Context, s *step, m *Message) ([]*Message, erro
 	case config.FateDrop:
 		return nil, nil
 	}
-	return nil, &ClientError{Code: ErrHandlerFailed, Message: fmt.Sprintf("%s failed: %v", s.name, err)}
+	// The failure's details (an endpoint's address, a stack of errors) go
+	// to the log only; the sender gets the ref to quote.
+	return nil, &ClientError{Code: ErrHandlerFailed, Message: fmt.Sprintf("handler %s failed; quote the ref to the operator", s.name), cause: err}
 }
 
 // narrow applies a route's envs to a message's own to: the route's when the

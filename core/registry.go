@@ -107,7 +107,7 @@ func BuildHandler(ctx context.Context, hc *config.HandlerConfig, env ProvisionEn
 	h := spec.New()
 	if err := hc.Decode(h); err != nil {
 		// Decode's problems carry their own file, line and path.
-		return nil, fmt.Errorf("%s (%s): %w", hc.Path(), hc.Handler, err)
+		return nil, err
 	}
 	if p, ok := h.(Provisioner); ok {
 		if err := p.Provision(ctx, env); err != nil {

@@ -450,8 +450,13 @@ func (s *Session) allow() bool {
 func (s *Session) refuse(id string, cerr *ClientError, route string) {
 	ref := newRef()
 	s.hub.metrics.errors.WithLabelValues(cerr.Code).Inc()
-	s.hub.log.Info("message refused", "ref", ref, "code", cerr.Code, "reason", cerr.Message,
-		"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route)
+	attrs := []any{"ref", ref, "code", cerr.Code, "reason", cerr.Message,
+		"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route}
+	if cerr.cause != nil {
+		s.hub.log.Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
+	} else {
+		s.hub.log.Info("message refused", attrs...)
+	}
 	if s.wire == wireV1 {
 		s.sendText(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
 	}
