@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 )
 
 // Backplane carries accepted messages to every relay instance that holds a
@@ -21,6 +22,14 @@ type Backplane interface {
 	Seen(ctx context.Context, token, from, id string) (seq uint64, ok bool, err error)
 	// Subscribe registers d for messages of token published from now on.
 	Subscribe(token string, d Deliverer) (unsubscribe func())
+	// Join claims token+env for session (newest wins across instances),
+	// records it as online and tells every subscriber of the token with an
+	// EventJoin. It fails with ErrEnvTaken (req.Reject and the env is held)
+	// or ErrTokenFull (req.MaxEnvs other envs are online already).
+	Join(ctx context.Context, req JoinRequest) (JoinResult, error)
+	// Leave ends session's claim if it still holds it, and then tells the
+	// subscribers with an EventLeave; a replaced session leaves silently.
+	Leave(ctx context.Context, token, env, session string) error
 	// History returns the token's retained messages with seq > since, in
 	// order, with the newest seq assigned and whether nothing after since
 	// was lost (evicted, or since is not of this token's seq range). since
@@ -42,10 +51,47 @@ type HistoryResult struct {
 	Complete bool   // every message with seq > since is in Messages
 }
 
-// Deliverer receives a token's messages from the backplane. Deliver must not
-// block: it runs while the backplane holds the token's ordering.
+// JoinRequest is a session asking to become its token+env's connection.
+type JoinRequest struct {
+	Token, Env, Session string
+	Reject              bool // refuse when the env is held, instead of replacing
+	MaxEnvs             int  // envs the token may have online at once; 0: no cap
+}
+
+// JoinResult tells a joining session who else is there.
+type JoinResult struct {
+	Peers    []string // the token's other envs online, on any instance
+	Replaced string   // the session this one replaced, "" if the env was free
+}
+
+// Join refusals.
+var (
+	ErrEnvTaken  = errors.New("env already connected for this token")
+	ErrTokenFull = errors.New("too many envs connected for this token")
+)
+
+// EventKind says what changed in a token's presence.
+type EventKind uint8
+
+const (
+	EventJoin  EventKind = iota + 1 // Session now holds Env (Replaced: it took over from another)
+	EventLeave                      // Env went offline
+)
+
+// Event is a change in a token's presence, delivered in order with its messages.
+type Event struct {
+	Kind     EventKind
+	Env      string
+	Session  string
+	Replaced bool
+}
+
+// Deliverer receives a token's messages and presence events from the
+// backplane. Neither method may block: they run while the backplane holds
+// the token's ordering.
 type Deliverer interface {
 	Deliver(m *Message)
+	Event(e Event)
 }
 
 // Addressed reports whether m goes to env: never back to its sender, and

@@ -234,6 +234,8 @@ func (s *spyDeliverer) Deliver(m *Message) {
 	s.mu.Unlock()
 }
 
+func (s *spyDeliverer) Event(Event) {}
+
 // cut drops the current connection as a network failure would: no close
 // handshake, the socket reset.
 func (c *chaosClient) cut() {

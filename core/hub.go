@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"hash/maphash"
@@ -73,9 +74,10 @@ func (h *Hub) shard(token string) *hubShard {
 	return &h.shards[maphash.String(h.seed, token)%uint64(len(h.shards))]
 }
 
-// join adds s to its token's room and catches it up: relay.hello (v1)
-// comes first, then what it missed since its since (when it gave one), then
-// live traffic. It returns a close code when s may not join (0 otherwise).
+// join adds s to its token's room, claims its token+env across instances
+// and catches it up: relay.hello (v1) comes first, then what it missed
+// since its since (when it gave one), then live traffic. It returns a close
+// code when s may not join (0 otherwise).
 func (h *Hub) join(s *Session, since *uint64) int {
 	sh := h.shard(s.token)
 	sh.mu.Lock()
@@ -87,37 +89,37 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	}
 	r.mu.Lock()
 	old := r.sessions[s.env]
-	refuse := 0
-	switch {
-	case old != nil && h.cfg.OnDuplicate == config.DuplicateReject:
-		refuse = CloseDuplicateEnv
-	case old == nil && h.cfg.Limits.MaxConnectionsPerToken > 0 && len(r.sessions) >= h.cfg.Limits.MaxConnectionsPerToken:
-		refuse = CloseTokenFull
-	}
-	if refuse != 0 {
+	if old != nil && h.cfg.OnDuplicate == config.DuplicateReject {
 		r.mu.Unlock()
 		sh.mu.Unlock()
-		return refuse
+		return CloseDuplicateEnv
 	}
 	// Live messages from here on wait in s.pending until the catch-up below.
 	s.resuming = true
 	r.sessions[s.env] = s
 	s.room = r
-	sh.mu.Unlock()
-	peers := make([]string, 0, len(r.sessions))
-	for env := range r.sessions {
-		if env != s.env {
-			peers = append(peers, env)
-		}
-	}
-	if old == nil {
-		r.announceLocked(s.env, true)
-	}
 	r.mu.Unlock()
+	sh.mu.Unlock()
 
-	if old != nil {
+	ctx := context.Background()
+	joined, err := h.bp.Join(ctx, JoinRequest{Token: s.token, Env: s.env, Session: s.id,
+		Reject: h.cfg.OnDuplicate == config.DuplicateReject, MaxEnvs: h.cfg.Limits.MaxConnectionsPerToken})
+	if err != nil {
+		h.detach(s, old)
+		switch {
+		case errors.Is(err, ErrEnvTaken):
+			return CloseDuplicateEnv
+		case errors.Is(err, ErrTokenFull):
+			return CloseTokenFull
+		}
+		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
+		return CloseRestarting
+	}
+	if joined.Replaced != "" {
 		h.metrics.replacements.Inc()
-		h.log.Info("session replaced", "token", s.tokenHash, "env", s.env, "old", old.id, "new", s.id)
+		h.log.Info("session replaced", "token", s.tokenHash, "env", s.env, "old", joined.Replaced, "new", s.id)
+	}
+	if old != nil {
 		old.closeWith(CloseReplaced)
 	}
 
@@ -125,7 +127,7 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	if since != nil {
 		from = *since
 	}
-	hist, err := h.bp.History(context.Background(), s.token, from)
+	hist, err := h.bp.History(ctx, s.token, from)
 	if err != nil {
 		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
 		h.leave(s)
@@ -141,7 +143,7 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	var hello []byte
 	if s.wire == wireV1 {
 		hello = helloFrame(helloData{
-			Session: s.id, Env: s.env, Peers: peers, Seq: hist.Last, Resumed: resumed,
+			Session: s.id, Env: s.env, Peers: joined.Peers, Seq: hist.Last, Resumed: resumed,
 			Heartbeat: h.cfg.Heartbeat.Interval.Milliseconds(),
 		})
 	}
@@ -149,22 +151,49 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	return 0
 }
 
-// leave removes s from its room unless a newer session already took its place.
+// detach takes a session that could not join out of its room again,
+// putting back the local session it displaced.
+func (h *Hub) detach(s, old *Session) {
+	r := s.room
+	r.mu.Lock()
+	if r.sessions[s.env] == s {
+		if old != nil {
+			r.sessions[s.env] = old
+		} else {
+			delete(r.sessions, s.env)
+		}
+	}
+	r.mu.Unlock()
+	s.room = nil
+	h.dropRoomIfEmpty(s.token, r)
+}
+
+// leave removes s from its room unless a newer session already took its
+// place, and gives up its claim.
 func (h *Hub) leave(s *Session) {
 	r := s.room
 	if r == nil {
 		return
 	}
-	sh := h.shard(s.token)
-	sh.mu.Lock()
 	r.mu.Lock()
 	if r.sessions[s.env] == s {
 		delete(r.sessions, s.env)
-		r.announceLocked(s.env, false)
 	}
+	r.mu.Unlock()
+	if err := h.bp.Leave(context.Background(), s.token, s.env, s.id); err != nil {
+		h.log.Warn("backplane: leave failed; presence expires on its own", "token", s.tokenHash, "err", err)
+	}
+	h.dropRoomIfEmpty(s.token, r)
+}
+
+// dropRoomIfEmpty forgets r and its subscription once no session is in it.
+func (h *Hub) dropRoomIfEmpty(token string, r *room) {
+	sh := h.shard(token)
+	sh.mu.Lock()
+	r.mu.Lock()
 	var unsubscribe func()
-	if len(r.sessions) == 0 && sh.rooms[s.token] == r {
-		delete(sh.rooms, s.token)
+	if len(r.sessions) == 0 && sh.rooms[token] == r {
+		delete(sh.rooms, token)
 		unsubscribe = r.unsubscribe
 	}
 	r.mu.Unlock()
@@ -172,6 +201,24 @@ func (h *Hub) leave(s *Session) {
 	if unsubscribe != nil {
 		unsubscribe()
 	}
+}
+
+// Event applies a presence change of the token, from any instance: a
+// session of the env that is not the one that joined has been replaced,
+// and the others hear of envs coming and going (but not of replacements).
+func (r *room) Event(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e.Kind == EventJoin {
+		if s := r.sessions[e.Env]; s != nil && s.id != e.Session {
+			delete(r.sessions, e.Env)
+			s.closeWith(CloseReplaced)
+		}
+		if e.Replaced {
+			return
+		}
+	}
+	r.announceLocked(e.Env, e.Kind == EventJoin)
 }
 
 // announceLocked tells the room's other v1 sessions that env came or went.

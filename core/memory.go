@@ -42,7 +42,8 @@ type memoryTopic struct {
 	head    int // entries[head:] are live; the prefix is reclaimed lazily
 	ids     map[string]uint64
 	subs    []Deliverer
-	used    time.Time // last publish or subscribe, for LRU eviction
+	owners  map[string]string // env -> session holding it
+	used    time.Time         // last publish or subscribe, for LRU eviction
 	dead    bool      // removed from its shard; a new topic takes over
 }
 
@@ -117,7 +118,7 @@ func (b *MemoryBackplane) makeRoomLocked(sh *memoryShard) {
 	var victim *memoryTopic
 	for token, t := range sh.topics {
 		t.mu.Lock()
-		idle := len(t.subs) == 0
+		idle := len(t.subs) == 0 && len(t.owners) == 0
 		if idle && (victim == nil || t.used.Before(victim.used)) {
 			victimToken, victim = token, t
 		}
@@ -257,6 +258,52 @@ func (b *MemoryBackplane) unsubscribe(token string, d Deliverer) {
 	t.used = b.now()
 }
 
+func (b *MemoryBackplane) Join(_ context.Context, req JoinRequest) (JoinResult, error) {
+	t := b.topic(req.Token, true)
+	defer t.mu.Unlock()
+	prev, held := t.owners[req.Env]
+	switch {
+	case held && req.Reject:
+		return JoinResult{}, ErrEnvTaken
+	case !held && req.MaxEnvs > 0 && len(t.owners) >= req.MaxEnvs:
+		return JoinResult{}, ErrTokenFull
+	}
+	if t.owners == nil {
+		t.owners = make(map[string]string, 2)
+	}
+	t.owners[req.Env] = req.Session
+	t.used = b.now()
+	res := JoinResult{Replaced: prev, Peers: make([]string, 0, len(t.owners))}
+	for env := range t.owners {
+		if env != req.Env {
+			res.Peers = append(res.Peers, env)
+		}
+	}
+	e := Event{Kind: EventJoin, Env: req.Env, Session: req.Session, Replaced: held}
+	for _, d := range t.subs {
+		d.Event(e)
+	}
+	return res, nil
+}
+
+func (b *MemoryBackplane) Leave(_ context.Context, token, env, session string) error {
+	t := b.topic(token, false)
+	if t == nil {
+		return nil
+	}
+	defer t.mu.Unlock()
+	if t.owners[env] != session {
+		return nil
+	}
+	delete(t.owners, env)
+	t.used = b.now()
+	e := Event{Kind: EventLeave, Env: env, Session: session}
+	for _, d := range t.subs {
+		d.Event(e)
+	}
+	return nil
+}
+
 func (b *MemoryBackplane) History(_ context.Context, token string, since uint64) (HistoryResult, error) {
 	t := b.topic(token, true)
 	defer t.mu.Unlock()
@@ -312,7 +359,7 @@ func (b *MemoryBackplane) janitor() {
 			for token, t := range sh.topics {
 				t.mu.Lock()
 				b.expire(t, now)
-				if len(t.subs) == 0 && len(t.entries) == t.head && now.Sub(t.used) > b.opts.TTL {
+				if len(t.subs) == 0 && len(t.owners) == 0 && len(t.entries) == t.head && now.Sub(t.used) > b.opts.TTL {
 					b.removeLocked(sh, token, t)
 				}
 				t.mu.Unlock()

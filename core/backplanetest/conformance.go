@@ -51,6 +51,8 @@ func Run(t *testing.T, newBackplane Factory) {
 		opts.Size = 3
 		dedupeWindow(t, open(t, opts))
 	})
+	t.Run("JoinLeavePresence", func(t *testing.T) { joinLeave(t, open(t, defaults())) })
+	t.Run("JoinPolicies", func(t *testing.T) { joinPolicies(t, open(t, defaults())) })
 	t.Run("HistoryOff", func(t *testing.T) {
 		opts := defaults()
 		opts.Size = 0
@@ -86,13 +88,20 @@ func publish(t *testing.T, bp core.Backplane, m ...*core.Message) core.PublishRe
 
 // recorder is a Deliverer that keeps what it was handed.
 type recorder struct {
-	mu   sync.Mutex
-	msgs []*core.Message
+	mu     sync.Mutex
+	msgs   []*core.Message
+	events []core.Event
 }
 
 func (r *recorder) Deliver(m *core.Message) {
 	r.mu.Lock()
 	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+}
+
+func (r *recorder) Event(e core.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
 	r.mu.Unlock()
 }
 
@@ -364,5 +373,91 @@ func historyOff(t *testing.T, bp core.Backplane) {
 	}
 	if h := history(t, bp, token, m.Seq); !h.Complete {
 		t.Fatal("resuming at the newest seq needs no history and is complete")
+	}
+}
+
+func join(t *testing.T, bp core.Backplane, req core.JoinRequest) core.JoinResult {
+	t.Helper()
+	res, err := bp.Join(context.Background(), req)
+	if err != nil {
+		t.Fatalf("join %+v: %v", req, err)
+	}
+	return res
+}
+
+func (r *recorder) waitEvents(t *testing.T, n int) []core.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		got := append([]core.Event(nil), r.events...)
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d events, want %d: %+v", len(got), n, got)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func joinLeave(t *testing.T, bp core.Backplane) {
+	token := newToken(t)
+	r := &recorder{}
+	defer bp.Subscribe(token, r)()
+	if res := join(t, bp, core.JoinRequest{Token: token, Env: "h5", Session: "s1"}); len(res.Peers) != 0 || res.Replaced != "" {
+		t.Fatalf("first join: %+v", res)
+	}
+	res := join(t, bp, core.JoinRequest{Token: token, Env: "miniapp", Session: "s2"})
+	if len(res.Peers) != 1 || res.Peers[0] != "h5" {
+		t.Fatalf("second join peers %v", res.Peers)
+	}
+	// Newest wins: s3 takes h5 over from s1.
+	if res := join(t, bp, core.JoinRequest{Token: token, Env: "h5", Session: "s3"}); res.Replaced != "s1" {
+		t.Fatalf("replacing join: %+v", res)
+	}
+	// The replaced session leaving changes nothing; the owner leaving does.
+	if err := bp.Leave(context.Background(), token, "h5", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bp.Leave(context.Background(), token, "miniapp", "s2"); err != nil {
+		t.Fatal(err)
+	}
+	want := []core.Event{
+		{Kind: core.EventJoin, Env: "h5", Session: "s1"},
+		{Kind: core.EventJoin, Env: "miniapp", Session: "s2"},
+		{Kind: core.EventJoin, Env: "h5", Session: "s3", Replaced: true},
+		{Kind: core.EventLeave, Env: "miniapp", Session: "s2"},
+	}
+	got := r.waitEvents(t, len(want))
+	time.Sleep(50 * time.Millisecond)
+	got = r.waitEvents(t, len(want))
+	if len(got) != len(want) {
+		t.Fatalf("events %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("event %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if res := join(t, bp, core.JoinRequest{Token: token, Env: "pc", Session: "s4"}); len(res.Peers) != 1 || res.Peers[0] != "h5" {
+		t.Fatalf("peers after leave: %v", res.Peers)
+	}
+}
+
+func joinPolicies(t *testing.T, bp core.Backplane) {
+	token := newToken(t)
+	join(t, bp, core.JoinRequest{Token: token, Env: "h5", Session: "a", MaxEnvs: 2})
+	if _, err := bp.Join(context.Background(), core.JoinRequest{Token: token, Env: "h5", Session: "b", Reject: true}); err != core.ErrEnvTaken {
+		t.Fatalf("reject policy: %v", err)
+	}
+	join(t, bp, core.JoinRequest{Token: token, Env: "miniapp", Session: "c", MaxEnvs: 2})
+	if _, err := bp.Join(context.Background(), core.JoinRequest{Token: token, Env: "pc", Session: "d", MaxEnvs: 2}); err != core.ErrTokenFull {
+		t.Fatalf("third env with MaxEnvs 2: %v", err)
+	}
+	// Replacing an env that is online is no extra env.
+	if res := join(t, bp, core.JoinRequest{Token: token, Env: "miniapp", Session: "e", MaxEnvs: 2}); res.Replaced != "c" {
+		t.Fatalf("replacement under the cap: %+v", res)
 	}
 }
