@@ -30,6 +30,8 @@ type Config struct {
 	History     History        `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
 	Log         Log            `yaml:"log" doc:"Logging."`
 	Shutdown    Shutdown       `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
+	Backplane   Backplane      `yaml:"backplane" doc:"How relay instances share sessions, ordering and history."`
+	Plugins     []Plugin       `yaml:"plugins" doc:"External handler processes (hashicorp/go-plugin over gRPC), used in routes as {handler: plugin, plugin: NAME}."`
 	Unmatched   string         `yaml:"unmatched" doc:"What happens to a message no route matches: forward (as the original relay did), reject (relay.error unknown_type) or drop." default:"forward"`
 	Routes      []Route        `yaml:"routes" doc:"Typed routes, tried in order; the first whose match fits a message runs its handlers."`
 }
@@ -66,6 +68,27 @@ type History struct {
 	MaxBytes  int64         `yaml:"max_bytes" doc:"Bytes of history held in all; past it each publish trims its own token's oldest messages." default:"268435456"`
 }
 
+// Backplane types.
+const (
+	BackplaneMemory = "memory"
+	BackplaneRedis  = "redis"
+)
+
+// Backplane selects where per-token ordering, history and presence live.
+type Backplane struct {
+	Type   string `yaml:"type" doc:"memory (a single instance; the default) or redis (several instances behave as one)." default:"memory"`
+	URL    string `yaml:"url" doc:"With type redis: redis://[user:password@]host:port[/db], or rediss:// for TLS. Use ${REDIS_URL} to keep it out of the file."`
+	Prefix string `yaml:"prefix" doc:"With type redis: prefix of every key and channel, so several deployments can share one Redis." default:"relay"`
+}
+
+// Plugin is an external handler process.
+type Plugin struct {
+	Name    string            `yaml:"name" doc:"Name that routes use: {handler: plugin, plugin: NAME}. Required."`
+	Command string            `yaml:"command" doc:"Executable to start: a path (relative to relay.yaml's directory) or a name on PATH. Required."`
+	Args    []string          `yaml:"args" doc:"Arguments for the command."`
+	Env     map[string]string `yaml:"env" doc:"Environment variables for the plugin, added to relay's own."`
+}
+
 // Log configures the process log.
 type Log struct {
 	Level  string `yaml:"level" doc:"debug, info, warn or error." default:"info"`
@@ -100,6 +123,7 @@ func Default() *Config {
 		Log:       Log{Level: "info", Format: "json"},
 		Shutdown:  Shutdown{Timeout: 8 * time.Second},
 		Unmatched: FateForward,
+		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 	}
 }
 

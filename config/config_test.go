@@ -98,6 +98,7 @@ func TestValidFile(t *testing.T) {
 		Heartbeat: Heartbeat{Interval: 15 * time.Second, Timeout: time.Minute},
 		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
 		Unmatched: FateForward,
+		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 		Log:       Log{Level: "debug", Format: "text"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}
@@ -121,6 +122,9 @@ func TestShippedConfig(t *testing.T) {
 	want.Envs = map[string]Env{"h5": {Wire: WireSeed}, "miniapp": {Wire: WireSeed}}
 	if got.Origins != nil && len(got.Origins) == 0 {
 		got.Origins = nil // origins: [] spells out the default
+	}
+	if got.Plugins != nil && len(got.Plugins) == 0 {
+		got.Plugins = nil // so does plugins: []
 	}
 	// The routes are the shipped example, not defaults; core and the
 	// end-to-end tests exercise them.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"strings"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -62,6 +63,11 @@ func Parse(src []byte, name string) (*Config, error) {
 		p.File = name
 		if p.Line = ck.lines[p.Path]; p.Line == 0 {
 			p.Line = ck.lines[related[p.Path]]
+		}
+		// A required key that is missing: point at the entry that lacks it.
+		for parent := p.Path; p.Line == 0 && strings.Contains(parent, "["); {
+			parent = parent[:strings.LastIndexAny(parent, ".[")]
+			p.Line = ck.lines[parent]
 		}
 		probs = append(probs, p)
 	}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -122,6 +123,32 @@ func (c *Config) problems() Problems {
 		add("history.max_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxBytes)
 	}
 
+	oneOf("backplane.type", c.Backplane.Type, BackplaneMemory, BackplaneRedis)
+	if c.Backplane.Type == BackplaneRedis {
+		if u, err := url.Parse(c.Backplane.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			add("backplane.url", "must be a redis:// or rediss:// URL with a host when backplane.type is redis")
+		}
+	}
+	if c.Backplane.Prefix == "" {
+		add("backplane.prefix", "must not be empty")
+	}
+	plugins := map[string]string{}
+	for i, pl := range c.Plugins {
+		pp := index("plugins", i)
+		switch {
+		case pl.Name == "":
+			add(pp+".name", "is required")
+		case !ValidEnvName(pl.Name):
+			add(pp+".name", "must be 1 to 32 of a-z, 0-9, _ and -, got %q", pl.Name)
+		case plugins[pl.Name] != "":
+			add(pp+".name", "%q is already the name of %s", pl.Name, plugins[pl.Name])
+		default:
+			plugins[pl.Name] = pp
+		}
+		if pl.Command == "" {
+			add(pp+".command", "is required: the plugin's executable")
+		}
+	}
 	oneOf("unmatched", c.Unmatched, FateForward, FateReject, FateDrop)
 	names := map[string]string{}
 	for i := range c.Routes {

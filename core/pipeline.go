@@ -89,7 +89,7 @@ func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, l
 			to: rc.To, onError: rc.OnError, timeout: rc.Timeout}
 		for j := range rc.Handlers {
 			hc := &rc.Handlers[j]
-			env := ProvisionEnv{Route: r.name, BaseDir: baseDir,
+			env := ProvisionEnv{Route: r.name, BaseDir: baseDir, Config: cfg,
 				Log: log.With("route", r.name, "handler", hc.Handler)}
 			h, err := BuildHandler(ctx, hc, env)
 			if err != nil {

@@ -41,7 +41,8 @@ type Validator interface {
 type ProvisionEnv struct {
 	Log     *slog.Logger // already carries the route and handler names
 	Route   string
-	BaseDir string // directory of relay.yaml, for relative file paths
+	BaseDir string         // directory of relay.yaml, for relative file paths
+	Config  *config.Config // the whole configuration being built (plugins, for one)
 }
 
 // Reject is how a handler refuses a message on purpose: the sender gets
