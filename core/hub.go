@@ -2,9 +2,9 @@ package core
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"math"

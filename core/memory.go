@@ -44,7 +44,7 @@ type memoryTopic struct {
 	subs    []Deliverer
 	owners  map[string]string // env -> session holding it
 	used    time.Time         // last publish or subscribe, for LRU eviction
-	dead    bool      // removed from its shard; a new topic takes over
+	dead    bool              // removed from its shard; a new topic takes over
 }
 
 type historyEntry struct {
