@@ -62,6 +62,7 @@ type JoinRequest struct {
 type JoinResult struct {
 	Peers    []string // the token's other envs online, on any instance
 	Replaced string   // the session this one replaced, "" if the env was free
+	Epoch    uint64   // the claim's place in the token's order of claims: newest wins
 }
 
 // Join refusals.
@@ -84,6 +85,7 @@ type Event struct {
 	Env      string
 	Session  string
 	Replaced bool
+	Epoch    uint64 // EventJoin: the claim's epoch, as JoinResult.Epoch
 }
 
 // Deliverer receives a token's messages and presence events from the

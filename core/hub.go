@@ -43,6 +43,8 @@ type room struct {
 	token       string
 	mu          sync.Mutex
 	sessions    map[string]*Session
+	epochs      map[string]uint64 // newest claim seen per env; older ones lose
+	joining     map[*Session]bool // sessions between claiming and placing: they hear presence already
 	unsubscribe func()
 }
 
@@ -83,21 +85,22 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	sh.mu.Lock()
 	r := sh.rooms[s.token]
 	if r == nil {
-		r = &room{token: s.token, sessions: make(map[string]*Session, 2)}
+		r = &room{token: s.token, sessions: make(map[string]*Session, 2), epochs: make(map[string]uint64, 2),
+			joining: make(map[*Session]bool)}
 		r.unsubscribe = h.bp.Subscribe(s.token, r)
 		sh.rooms[s.token] = r
 	}
 	r.mu.Lock()
-	old := r.sessions[s.env]
-	if old != nil && h.cfg.OnDuplicate == config.DuplicateReject {
+	if r.sessions[s.env] != nil && h.cfg.OnDuplicate == config.DuplicateReject {
 		r.mu.Unlock()
 		sh.mu.Unlock()
 		return CloseDuplicateEnv
 	}
-	// Live messages from here on wait in s.pending until the catch-up below.
+	// A joining session keeps the room (and its subscription) and hears
+	// presence changes in its s.pending until the catch-up below; the
+	// messages it misses meanwhile are in the history it reads then.
 	s.resuming = true
-	r.sessions[s.env] = s
-	s.room = r
+	r.joining[s] = true
 	r.mu.Unlock()
 	sh.mu.Unlock()
 
@@ -105,7 +108,10 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	joined, err := h.bp.Join(ctx, JoinRequest{Token: s.token, Env: s.env, Session: s.id,
 		Reject: h.cfg.OnDuplicate == config.DuplicateReject, MaxEnvs: h.cfg.Limits.MaxConnectionsPerToken})
 	if err != nil {
-		h.detach(s, old)
+		r.mu.Lock()
+		delete(r.joining, s)
+		r.mu.Unlock()
+		h.dropRoomIfEmpty(s.token, r)
 		switch {
 		case errors.Is(err, ErrEnvTaken):
 			return CloseDuplicateEnv
@@ -119,8 +125,9 @@ func (h *Hub) join(s *Session, since *uint64) int {
 		h.metrics.replacements.Inc()
 		h.log.Info("session replaced", "token", s.tokenHash, "env", s.env, "old", joined.Replaced, "new", s.id)
 	}
-	if old != nil {
-		old.closeWith(CloseReplaced)
+	if !r.place(s, joined.Epoch) {
+		h.dropRoomIfEmpty(s.token, r)
+		return CloseReplaced // an even newer connection won the race
 	}
 
 	from := uint64(math.MaxUint64) // live only: no replay, just the newest seq
@@ -151,21 +158,23 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	return 0
 }
 
-// detach takes a session that could not join out of its room again,
-// putting back the local session it displaced.
-func (h *Hub) detach(s, old *Session) {
-	r := s.room
+// place makes s its env's session in the room unless a newer claim (a
+// higher epoch, from this instance or another) already arrived; whatever
+// older session held the env is closed as replaced.
+func (r *room) place(s *Session, epoch uint64) bool {
 	r.mu.Lock()
-	if r.sessions[s.env] == s {
-		if old != nil {
-			r.sessions[s.env] = old
-		} else {
-			delete(r.sessions, s.env)
-		}
+	defer r.mu.Unlock()
+	delete(r.joining, s)
+	if epoch < r.epochs[s.env] {
+		return false
 	}
-	r.mu.Unlock()
-	s.room = nil
-	h.dropRoomIfEmpty(s.token, r)
+	if cur := r.sessions[s.env]; cur != nil && cur != s {
+		cur.closeWith(CloseReplaced)
+	}
+	r.sessions[s.env] = s
+	r.epochs[s.env] = epoch
+	s.room = r
+	return true
 }
 
 // leave removes s from its room unless a newer session already took its
@@ -192,7 +201,7 @@ func (h *Hub) dropRoomIfEmpty(token string, r *room) {
 	sh.mu.Lock()
 	r.mu.Lock()
 	var unsubscribe func()
-	if len(r.sessions) == 0 && sh.rooms[token] == r {
+	if len(r.sessions) == 0 && len(r.joining) == 0 && sh.rooms[token] == r {
 		delete(sh.rooms, token)
 		unsubscribe = r.unsubscribe
 	}
@@ -210,9 +219,12 @@ func (r *room) Event(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e.Kind == EventJoin {
-		if s := r.sessions[e.Env]; s != nil && s.id != e.Session {
-			delete(r.sessions, e.Env)
-			s.closeWith(CloseReplaced)
+		if e.Epoch > r.epochs[e.Env] {
+			r.epochs[e.Env] = e.Epoch
+			if s := r.sessions[e.Env]; s != nil && s.id != e.Session {
+				delete(r.sessions, e.Env)
+				s.closeWith(CloseReplaced)
+			}
 		}
 		if e.Replaced {
 			return
@@ -221,17 +233,24 @@ func (r *room) Event(e Event) {
 	r.announceLocked(e.Env, e.Kind == EventJoin)
 }
 
-// announceLocked tells the room's other v1 sessions that env came or went.
+// announceLocked tells the room's other v1 sessions, joining ones too,
+// that env came or went.
 func (r *room) announceLocked(env string, online bool) {
 	var frame []byte
-	for peerEnv, peer := range r.sessions {
-		if peerEnv == env || peer.wire != wireV1 {
-			continue
+	tell := func(peer *Session) {
+		if peer.env == env || peer.wire != wireV1 {
+			return
 		}
 		if frame == nil {
 			frame = presenceFrame(env, online)
 		}
 		peer.sendText(frame)
+	}
+	for _, peer := range r.sessions {
+		tell(peer)
+	}
+	for peer := range r.joining {
+		tell(peer)
 	}
 }
 

@@ -43,6 +43,7 @@ type memoryTopic struct {
 	ids     map[string]uint64
 	subs    []Deliverer
 	owners  map[string]string // env -> session holding it
+	claims  uint64            // epochs handed out by Join
 	used    time.Time         // last publish or subscribe, for LRU eviction
 	dead    bool              // removed from its shard; a new topic takes over
 }
@@ -273,13 +274,14 @@ func (b *MemoryBackplane) Join(_ context.Context, req JoinRequest) (JoinResult, 
 	}
 	t.owners[req.Env] = req.Session
 	t.used = b.now()
-	res := JoinResult{Replaced: prev, Peers: make([]string, 0, len(t.owners))}
+	t.claims++
+	res := JoinResult{Replaced: prev, Epoch: t.claims, Peers: make([]string, 0, len(t.owners))}
 	for env := range t.owners {
 		if env != req.Env {
 			res.Peers = append(res.Peers, env)
 		}
 	}
-	e := Event{Kind: EventJoin, Env: req.Env, Session: req.Session, Replaced: held}
+	e := Event{Kind: EventJoin, Env: req.Env, Session: req.Session, Replaced: held, Epoch: t.claims}
 	for _, d := range t.subs {
 		d.Event(e)
 	}

@@ -77,8 +77,8 @@ func shippedConfig(t *testing.T, extra string) string {
 func TestShippedRoutesEndToEnd(t *testing.T) {
 	p := startProcess(t, shippedConfig(t, ""))
 	h5 := dialRelay(t, p.addr, "v=1&token=routes&env=h5")
+	h5.next() // hello, before miniapp exists: it will hear of miniapp by presence
 	mini := dialRelay(t, p.addr, "v=1&token=routes&env=miniapp")
-	h5.next()   // hello
 	mini.next() // hello
 	h5.next()   // presence: miniapp online
 
@@ -175,8 +175,8 @@ routes:
         expr: data.amount > 0 && from == "h5"
 `))
 	h5 := dialRelay(t, p.addr, "v=1&token=f&env=h5")
+	h5.next() // hello, before miniapp exists: it will hear of miniapp by presence
 	mini := dialRelay(t, p.addr, "v=1&token=f&env=miniapp")
-	h5.next()   // hello
 	mini.next() // hello
 	h5.next()   // presence: miniapp online
 	h5.send(`{"type":"pay","data":{"amount":0},"id":"zero"}`)
@@ -202,8 +202,8 @@ routes:
 `)
 	p := startProcess(t, path)
 	h5 := dialRelay(t, p.addr, "v=1&token=reload&env=h5")
+	h5.next() // hello, before miniapp exists: it will hear of miniapp by presence
 	mini := dialRelay(t, p.addr, "v=1&token=reload&env=miniapp")
-	h5.next()   // hello
 	mini.next() // hello
 	h5.next()   // presence: miniapp online
 

@@ -14,6 +14,7 @@ import (
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
+	"github.com/pairrelay/relay/internal/docgen"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -25,6 +26,7 @@ commands:
   serve [-c relay.yaml]   run the relay (built-in defaults when the file does not exist)
   check [-c relay.yaml]   validate a config file, provision its handlers, list every problem
   handlers                list the handlers routes can use
+  docs [-o DIR]           write the reference docs and relay.schema.json from the code (into DIR, default .)
   version                 print the version
 `
 
@@ -45,6 +47,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%-12s %s\n", spec.Name, spec.Summary)
 		}
 		return nil
+	case "docs":
+		return docgen.Run(args[1:], stdout, core.HandlerSpecs())
 	case "version":
 		fmt.Fprintln(stdout, "relay", versionString())
 		return nil

@@ -436,7 +436,14 @@ func joinLeave(t *testing.T, bp core.Backplane) {
 	if len(got) != len(want) {
 		t.Fatalf("events %+v, want %+v", got, want)
 	}
+	// Claims are ordered: each join's epoch is above the one before.
+	for i := 1; i < 3; i++ {
+		if got[i].Epoch <= got[i-1].Epoch {
+			t.Fatalf("join epochs not increasing: %+v", got[:3])
+		}
+	}
 	for i := range want {
+		got[i].Epoch = 0
 		if got[i] != want[i] {
 			t.Fatalf("event %d = %+v, want %+v", i, got[i], want[i])
 		}
