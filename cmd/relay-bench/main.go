@@ -204,7 +204,11 @@ func pickServers(list string) ([]serverSpec, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("unknown server %q (known: relay-v1, relay-seed, baseline)", name)
+			var known []string
+			for _, s := range knownServers {
+				known = append(known, s.name)
+			}
+			return nil, fmt.Errorf("unknown server %q (known: %s)", name, strings.Join(known, ", "))
 		}
 	}
 	return specs, nil

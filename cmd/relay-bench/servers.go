@@ -25,15 +25,40 @@ import (
 // serverSpec names one server under test.
 type serverSpec struct {
 	name  string
-	relay bool // relay binary (else the gorilla baseline)
-	v1    bool // clients ask for wire v1 (?v=1)
+	relay bool   // relay binary (else the gorilla baseline)
+	v1    bool   // clients ask for wire v1 (?v=1)
+	extra string // YAML appended to the relay's config
 }
 
 var knownServers = []serverSpec{
 	{name: "relay-v1", relay: true, v1: true},
 	{name: "relay-seed", relay: true},
 	{name: "baseline"},
+	// Not in the default run; name them with -servers.
+	// The shipped relay.yaml's addMaterial pipeline (rate_limit, validate,
+	// transform) on every bench message, the limit raised out of the way.
+	{name: "relay-v1-routes", relay: true, v1: true, extra: shippedLikeRoutes},
+	{name: "relay-v1-nohistory", relay: true, v1: true, extra: "history: {size: 0}\n"},
 }
+
+const shippedLikeRoutes = `routes:
+  - name: bench
+    match: {type: bench}
+    handlers:
+      - handler: rate_limit
+        rate: 100000000
+        burst: 100000000
+        per: token
+      - handler: validate
+        schema:
+          type: object
+          required: [p]
+          properties:
+            p: {type: string, minLength: 1}
+      - handler: transform
+        set:
+          data.receivedAt: now()
+`
 
 // benchConfig is the relay configuration every run uses: the built-in
 // defaults except that nothing limits the load and the log stays quiet.
@@ -96,7 +121,7 @@ func (l *launcher) start(ctx context.Context, spec serverSpec) (*server, error) 
 			return nil, err
 		}
 		cfg := filepath.Join(l.tmp, fmt.Sprintf("relay-%d.yaml", port))
-		if err := os.WriteFile(cfg, fmt.Appendf(nil, benchConfig, port), 0o600); err != nil {
+		if err := os.WriteFile(cfg, append(fmt.Appendf(nil, benchConfig, port), spec.extra...), 0o600); err != nil {
 			return nil, err
 		}
 		s, err := l.launch(ctx, spec, fmt.Sprintf("127.0.0.1:%d", port), l.relayBin, "serve", "-c", cfg)
