@@ -4,14 +4,20 @@ TESTFLAGS ?=
 BIN       ?= bin/relay
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test build bench vet
+.PHONY: run test test-go test-js build bench vet docs
 
 run:
 	$(GO) run ./cmd/relay serve
 
-# vet, then every test with the race detector.
-test: vet
+# vet, every Go test with the race detector, then the JS client's unit and
+# end-to-end tests (real relay binary, headless Chromium, wx shim).
+test: vet test-go test-js
+
+test-go:
 	$(GO) test -race -count=1 $(TESTFLAGS) ./...
+
+test-js:
+	clients/js/scripts/ci.sh
 
 vet:
 	$(GO) vet ./...
@@ -21,6 +27,10 @@ vet:
 # latency percentiles and RSS per idle connection, with ratios.
 bench: build
 	$(GO) run ./cmd/relay-bench -relay $(BIN)
+
+# Regenerate docs/config.md, docs/handlers/ and relay.schema.json from the code.
+docs:
+	$(GO) run ./cmd/relay docs
 
 # The static build the Dockerfile runs too.
 build:

@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createClient, RelayError, CloseCode, isTerminalCloseCode } from '../dist/index.mjs';
+import { createClient, RelayError, CloseCode, isTerminalCloseCode, wxSocketFactory, socketTaskFactory } from '../dist/index.mjs';
 import { FakeNet, freshToken } from './fake-socket.mjs';
 
 const URL_ = 'wss://relay.test/socket';
@@ -586,5 +586,81 @@ describe('transports', () => {
     assert.equal(client.state, 'reconnecting');
     t.mock.timers.tick(30000);
     assert.equal(net.count, 1);
+  });
+});
+
+/** A SocketTask double with the WeChat callback shapes. */
+function fakeTask() {
+  const task = { sent: [], closed: [], cb: {} };
+  for (const k of ['onOpen', 'onMessage', 'onClose', 'onError']) task[k] = (cb) => (task.cb[k] = cb);
+  task.send = (o) => task.sent.push(o.data);
+  task.close = (o) => task.closed.push({ code: o.code, reason: o.reason });
+  return task;
+}
+
+describe('SocketTask adapters', () => {
+  test('wxSocketFactory maps the SocketTask callbacks; a missing close code counts as 1006', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    const tasks = [];
+    const fakeWx = { connectSocket: (req) => (tasks.push({ req, task: fakeTask() }), tasks.at(-1).task) };
+    const client = createClient({ url: URL_, token: freshToken(), env: 'miniapp', socket: wxSocketFactory(fakeWx), lifecycle: false, random: () => 0.5 });
+    t.after(() => client.close());
+    const got = [];
+    client.on('note', (m) => got.push(m.data));
+    const { req, task } = tasks[0];
+    assert.match(req.url, /\?v=1&token=/);
+    assert.equal('protocols' in req, false, 'no subprotocol unless asked for');
+    task.cb.onOpen({});
+    task.cb.onMessage({ data: JSON.stringify({ type: 'relay.hello', data: { seq: 0, peers: [] } }) });
+    task.cb.onMessage({ data: JSON.stringify({ type: 'note', data: 'hi', seq: 1 }) });
+    assert.equal(client.state, 'open');
+    assert.deepEqual(got, ['hi']);
+    client.send('note', 'x').catch(() => {});
+    assert.equal(JSON.parse(task.sent[0]).type, 'note');
+    task.cb.onClose({}); // some devices omit the code
+    assert.equal(client.state, 'reconnecting');
+    t.mock.timers.tick(30000);
+    assert.equal(tasks.length, 2);
+  });
+
+  test('wx.connectSocket failing before a task opens leads to a retry', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    const tasks = [];
+    const fakeWx = {
+      connectSocket: (req) => {
+        const task = fakeTask();
+        tasks.push(task);
+        if (tasks.length === 1) setImmediate(() => req.fail({ errMsg: 'connectSocket:fail url not in domain list' }));
+        return task;
+      },
+    };
+    const client = createClient({ url: URL_, token: freshToken(), env: 'miniapp', socket: wxSocketFactory(fakeWx), lifecycle: false, random: () => 0.5 });
+    t.after(() => client.close());
+    const states = [];
+    client.onState((s, d) => states.push([s, d.reason]));
+    await flush();
+    assert.deepEqual(states, [['reconnecting', 'connectSocket:fail url not in domain list']]);
+    tasks[0].cb.onClose({ code: 1006 }); // a late close from the failed task is ignored
+    assert.equal(states.length, 1);
+    t.mock.timers.tick(30000);
+    assert.equal(tasks.length, 2);
+  });
+
+  test('socketTaskFactory accepts a task or a Promise of one (uni-app / Taro)', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+    const task = fakeTask();
+    const urls = [];
+    const client = createClient({
+      url: URL_, token: freshToken(), env: 'app', lifecycle: false,
+      socket: socketTaskFactory((url) => (urls.push(url), Promise.resolve(task))),
+    });
+    t.after(() => client.close());
+    await flush();
+    task.cb.onOpen();
+    task.cb.onMessage({ data: '{"type":"relay.hello","data":{"seq":0}}' });
+    assert.equal(client.state, 'open');
+    assert.equal(urls.length, 1);
+    client.close(4000, 'bye');
+    assert.deepEqual(task.closed, [{ code: 4000, reason: 'bye' }]);
   });
 });
