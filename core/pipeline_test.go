@@ -191,3 +191,34 @@ routes:
 		}
 	}
 }
+
+// BenchmarkPipeline measures what routing costs one message: no routes at
+// all, an unmatched type among routes, and a route with one pass-through
+// handler (the host's timeout, metrics and timing around it).
+func BenchmarkPipeline(b *testing.B) {
+	for _, tc := range []struct{ name, yaml, typ string }{
+		{"no-routes", "", "x"},
+		{"unmatched", "routes: [{match: {type: other}, handlers: [{handler: test-step, mode: pass}]}]", "x"},
+		{"one-handler", "routes: [{match: {type: x}, handlers: [{handler: test-step, mode: pass}]}]", "x"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg, err := config.Parse([]byte(tc.yaml), "bench.yaml")
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := BuildPipeline(context.Background(), cfg, "", slog.New(slog.DiscardHandler), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Close()
+			m := &Message{Type: tc.typ, From: "h5", Data: []byte(`{"id":1,"name":"a"}`)}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := p.Process(ctx, m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
