@@ -152,6 +152,8 @@ func (h *Hub) join(s *Session, since *uint64) int {
 		hello = helloFrame(helloData{
 			Session: s.id, Env: s.env, Peers: joined.Peers, Seq: hist.Last, Resumed: resumed,
 			Heartbeat: h.cfg.Heartbeat.Interval.Milliseconds(),
+			Limits: helloLimits{MessagesPerSecond: h.cfg.Limits.MessagesPerSecond, Burst: h.cfg.Limits.Burst,
+				MaxFrameBytes: h.cfg.Limits.MaxFrameBytes},
 		})
 	}
 	s.finishResume(hello, hist.Messages, hist.Last)

@@ -115,6 +115,10 @@ func TestRelayPingGetsPong(t *testing.T) {
 	if hello["heartbeat"].(float64) != 25000 {
 		t.Fatalf("hello heartbeat = %v", hello["heartbeat"])
 	}
+	limits := hello["limits"].(map[string]any)
+	if limits["messagesPerSecond"] != float64(100) || limits["burst"] != float64(200) || limits["maxFrameBytes"] != float64(65536) {
+		t.Fatalf("hello limits = %v", limits)
+	}
 	c.send(`{"type":"relay.ping"}`)
 	if got := c.readJSON(); got["type"] != "relay.pong" {
 		t.Fatalf("got %v, want relay.pong", got)

@@ -8,12 +8,21 @@ import (
 // System frames (relay → client, wire v1 only). Field names are the protocol.
 
 type helloData struct {
-	Session   string   `json:"session"`
-	Env       string   `json:"env"`
-	Peers     []string `json:"peers"`
-	Seq       uint64   `json:"seq"`
-	Resumed   bool     `json:"resumed"`
-	Heartbeat int64    `json:"heartbeat"` // ms between relay.ping the client should send
+	Session   string      `json:"session"`
+	Env       string      `json:"env"`
+	Peers     []string    `json:"peers"`
+	Seq       uint64      `json:"seq"`
+	Resumed   bool        `json:"resumed"`
+	Heartbeat int64       `json:"heartbeat"` // ms between relay.ping the client should send
+	Limits    helloLimits `json:"limits"`
+}
+
+// helloLimits tell a client how fast it may send, so that it can pace a
+// backlog instead of running into rate_limited.
+type helloLimits struct {
+	MessagesPerSecond float64 `json:"messagesPerSecond"` // 0: no limit
+	Burst             int     `json:"burst"`
+	MaxFrameBytes     int     `json:"maxFrameBytes"`
 }
 
 type presenceData struct {
@@ -91,5 +100,11 @@ func helloFrame(h helloData) []byte {
 	b = strconv.AppendBool(b, h.Resumed)
 	b = append(b, `,"heartbeat":`...)
 	b = strconv.AppendInt(b, h.Heartbeat, 10)
-	return append(b, "}}"...)
+	b = append(b, `,"limits":{"messagesPerSecond":`...)
+	b = strconv.AppendFloat(b, h.Limits.MessagesPerSecond, 'g', -1, 64)
+	b = append(b, `,"burst":`...)
+	b = strconv.AppendInt(b, int64(h.Limits.Burst), 10)
+	b = append(b, `,"maxFrameBytes":`...)
+	b = strconv.AppendInt(b, int64(h.Limits.MaxFrameBytes), 10)
+	return append(b, "}}}"...)
 }

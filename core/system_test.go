@@ -23,7 +23,8 @@ func TestHandWrittenSystemFramesMatchEncodingJSON(t *testing.T) {
 	id := "c-1 \"quoted\" <tag> \u2028"
 	same("ack", ackFrame(id, 1764100000000123), systemFrame{"relay.ack", ackData{ID: id, Seq: 1764100000000123}})
 	same("presence", presenceFrame("miniapp", false), systemFrame{"relay.presence", presenceData{Env: "miniapp", Online: false}})
-	h := helloData{Session: "s-1", Env: "h5", Peers: []string{"miniapp", "pc"}, Seq: 42, Resumed: true, Heartbeat: 25000}
+	h := helloData{Session: "s-1", Env: "h5", Peers: []string{"miniapp", "pc"}, Seq: 42, Resumed: true, Heartbeat: 25000,
+		Limits: helloLimits{MessagesPerSecond: 12.5, Burst: 25, MaxFrameBytes: 65536}}
 	same("hello", helloFrame(h), systemFrame{"relay.hello", h})
 	h.Peers = []string{}
 	same("hello without peers", helloFrame(h), systemFrame{"relay.hello", h})
