@@ -4,7 +4,7 @@ TESTFLAGS ?=
 BIN       ?= bin/relay
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test test-go test-js build bench vet docs
+.PHONY: run test test-go test-js build bench vet docs proto
 
 run:
 	$(GO) run ./cmd/relay serve
@@ -31,6 +31,11 @@ bench: build
 # Regenerate docs/config.md, docs/handlers/ and relay.schema.json from the code.
 docs:
 	$(GO) run ./cmd/relay docs
+
+# Regenerate the plugin protocol's Go code (committed; needs protoc: apt-get
+# install -y protobuf-compiler libprotobuf-dev).
+proto:
+	$(MAKE) -C plugins proto
 
 # The static build the Dockerfile runs too.
 build:

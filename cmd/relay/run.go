@@ -15,6 +15,7 @@ import (
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
 	"github.com/pairrelay/relay/internal/docgen"
+	_ "github.com/pairrelay/relay/plugins" // registers the plugin handler
 )
 
 // version is set at build time with -ldflags "-X main.version=…".

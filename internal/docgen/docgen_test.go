@@ -19,6 +19,7 @@ import (
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
+	_ "github.com/pairrelay/relay/plugins"  // registers the plugin handler
 )
 
 // repoRoot is the repository root, seen from this package's directory.

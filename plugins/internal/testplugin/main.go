@@ -1,0 +1,105 @@
+// Command testplugin is the plugin the host's tests run. What it does with
+// a message depends on the message's type up to its first dot (fail.pass
+// fails); its config and flags make it fail in the ways a real plugin can.
+//
+//	upper    data.text in upper case, data.tag set to config's tag
+//	drop     dropped
+//	reject   rejected: forbidden, "no thanks"
+//	fanout   three messages of type fanout.part, data {"part": 1..3}
+//	hang     no answer until relay gives up (ctx ends)
+//	fail     a failure: boom
+//	panic    a panic inside Handle
+//	badjson  answers data that is not JSON
+//	pid      data {"pid": the process id}
+//	log      prints data.text to stderr and stdout, passes
+//	exit     the process exits with 2 (a crash)
+//	anything else passes unchanged
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+
+	"github.com/pairrelay/relay/plugins/sdk"
+)
+
+type testPlugin struct {
+	Tag           string `json:"tag"`
+	FailConfigure string `json:"fail_configure"`
+}
+
+func (p *testPlugin) Configure(config []byte) error {
+	if err := sdk.DecodeConfig(config, p); err != nil {
+		return err
+	}
+	if p.FailConfigure != "" {
+		return errors.New(p.FailConfigure)
+	}
+	return nil
+}
+
+func (p *testPlugin) Describe() sdk.Description {
+	return sdk.Description{Name: "testplugin", Summary: "Does what the message type says.",
+		Fields: []sdk.Field{{Name: "tag", Type: "string", Doc: "Set as data.tag by upper."}}}
+}
+
+func (p *testPlugin) Handle(ctx context.Context, m *sdk.Message) ([]*sdk.Message, error) {
+	kind, _, _ := strings.Cut(m.Type, ".")
+	switch kind {
+	case "upper":
+		var data map[string]any
+		if err := m.DecodeData(&data); err != nil {
+			return nil, sdk.Reject("invalid_data", err.Error())
+		}
+		text, _ := data["text"].(string)
+		data["text"] = strings.ToUpper(text)
+		data["tag"] = p.Tag
+		return []*sdk.Message{m}, m.SetData(data)
+	case "drop":
+		return sdk.Drop()
+	case "reject":
+		return nil, sdk.Reject("forbidden", "no thanks")
+	case "fanout":
+		var out []*sdk.Message
+		for i := 1; i <= 3; i++ {
+			out = append(out, &sdk.Message{Type: "fanout.part", Data: []byte(fmt.Sprintf(`{"part":%d}`, i))})
+		}
+		return out, nil
+	case "hang":
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case "fail":
+		return nil, errors.New("boom")
+	case "panic":
+		panic("test panic")
+	case "badjson":
+		m.Data = []byte("{not json")
+		return []*sdk.Message{m}, nil
+	case "log":
+		var data struct{ Text string }
+		_ = m.DecodeData(&data)
+		log.Print(data.Text)
+		fmt.Println("stdout:", data.Text)
+		return []*sdk.Message{m}, nil
+	case "exit":
+		os.Exit(2)
+	case "pid":
+		return []*sdk.Message{m}, m.SetData(map[string]int{"pid": os.Getpid()})
+	}
+	return []*sdk.Message{m}, nil
+}
+
+func main() {
+	exitAtStart := flag.String("exit-at-start", "", "print this to stderr and exit with 3 before serving")
+	flag.Parse()
+	if *exitAtStart != "" {
+		fmt.Fprintln(os.Stderr, *exitAtStart)
+		os.Exit(3)
+	}
+	sdk.Serve(&testPlugin{})
+}
