@@ -34,8 +34,21 @@ export interface HelloData {
   peers?: string[];
   seq?: number;
   resumed?: boolean;
-  heartbeat?: unknown;
+  /** The relay's ping interval in ms. */
+  heartbeat?: number;
+  /** How fast this connection may send and how large a frame may be. */
+  limits?: HelloLimits;
   [key: string]: unknown;
+}
+
+/** `relay.hello` `limits`: the client paces its sends to these. */
+export interface HelloLimits {
+  /** Sustained frames per second this connection may send; 0 = no limit. */
+  messagesPerSecond?: number;
+  /** Frames it may send at once above the rate. */
+  burst?: number;
+  /** Largest frame (bytes) it may send. */
+  maxFrameBytes?: number;
 }
 
 /** Details that come with a state change. */
@@ -91,7 +104,7 @@ export interface ClientOptions {
   backoffCap?: number;
   /** A connection that stays up this long (ms) after `relay.hello` resets the backoff. Default 5000. */
   stableAfter?: number;
-  /** Interval of `relay.ping` frames in ms; 0 disables the heartbeat. Default 20000. */
+  /** Interval of `relay.ping` frames in ms; 0 disables the heartbeat. Default: `heartbeat` of `relay.hello` (at least 5000), 20000 until the first one. */
   heartbeatInterval?: number;
   /** Longest silence (no frame at all) in ms before the connection counts as dead. Default heartbeatInterval + 10000. */
   heartbeatTimeout?: number;
@@ -99,7 +112,7 @@ export interface ClientOptions {
   connectTimeout?: number;
   /** Most unacknowledged sends kept for resending. Default 1000; the oldest is rejected on overflow. */
   maxQueue?: number;
-  /** Largest frame (UTF-8 bytes) `send()` accepts; 0 disables the check. Default 65536, the relay's default. */
+  /** Largest frame (UTF-8 bytes) `send()` accepts; 0 disables the check. Default: `limits.maxFrameBytes` of `relay.hello`, 65536 (the relay's default) until the first one. */
   maxFrameBytes?: number;
   /** Foreground/background hooks; `false` disables. Default: wx.onAppShow/onAppHide when present. */
   lifecycle?: AppLifecycle | false;
@@ -114,7 +127,10 @@ type ResyncHandler = (hello: HelloData) => void;
 
 interface Pending {
   id: string;
+  /** Send order (the n of the id): a message retried after rate_limited goes back to its place. */
+  n: number;
   frame: string;
+  size: number;
   resolve: (r: SendResult) => void;
   reject: (e: RelayError) => void;
 }
@@ -123,7 +139,15 @@ interface Attempt {
   socket?: RelaySocket;
   dead: boolean;
   opened: boolean;
+  /** relay.hello arrived: frames may be sent. */
+  ready?: boolean;
 }
+
+const PING = '{"type":"relay.ping"}';
+/** Pace to this share of the relay's announced rate, with a bucket of burst − 5% (at least 1)… */
+const RATE_SHARE = 0.9;
+/** …and never ping more often than this, whatever relay.hello says (ms). */
+const MIN_HEARTBEAT = 5000;
 
 const registry = new Map<string, RelayClient>();
 
@@ -185,6 +209,11 @@ function defaultLifecycle(): AppLifecycle | undefined {
   return lc;
 }
 
+/** v when it is a positive number, else 0. */
+function positive(v: unknown): number {
+  return typeof v === 'number' && v > 0 ? v : 0;
+}
+
 function remove<T>(list: T[], item: T): void {
   const i = list.indexOf(item);
   if (i >= 0) list.splice(i, 1);
@@ -232,6 +261,21 @@ export class RelayClient {
   private pingTimer: unknown = null;
   private watchdog: unknown = null;
   private stableTimer: unknown = null;
+  private flushTimer: unknown = null;
+
+  /** Frames waiting to be written on the current connection, in order: sends (Pending) and pings. */
+  private outq: Array<Pending | string> = [];
+  // Token bucket of the current connection (from relay.hello's limits): rate in tokens per ms, 0 = no pacing.
+  private rate = 0;
+  private cap = 0;
+  private tokens = 0;
+  private stamp = 0;
+  private holdUntil = 0;
+  // Effective heartbeat and frame limit; explicit options win over relay.hello.
+  private hb: number;
+  private hbTimeout: number;
+  private frameMax: number;
+  private readonly fixed: { hb: boolean; hbTimeout: boolean; frame: boolean };
 
   private lifecycle: AppLifecycle | undefined;
   private readonly showCb = () => this.onAppShow();
@@ -239,8 +283,14 @@ export class RelayClient {
 
   /** Prefer createClient(), which shares one client per url+token+env and connects it. */
   constructor(options: ClientOptions, key: string) {
-    const num = (v: number | undefined, d: number): number => (typeof v === 'number' && v >= 0 ? v : d);
+    const given = (v: number | undefined): boolean => typeof v === 'number' && v >= 0;
+    const num = (v: number | undefined, d: number): number => (given(v) ? v! : d);
     const interval = num(options.heartbeatInterval, 20000);
+    this.fixed = {
+      hb: given(options.heartbeatInterval),
+      hbTimeout: given(options.heartbeatTimeout),
+      frame: given(options.maxFrameBytes),
+    };
     this.o = {
       ...options,
       backoffBase: num(options.backoffBase, 500),
@@ -254,6 +304,9 @@ export class RelayClient {
       heartbeatTimeout: num(options.heartbeatTimeout, interval + 10000),
     };
     if (!(this.o.maxQueue >= 1)) this.o.maxQueue = 1;
+    this.hb = interval;
+    this.hbTimeout = this.o.heartbeatTimeout;
+    this.frameMax = this.o.maxFrameBytes;
     this.key = key;
     this.factory =
       options.socket ||
@@ -346,11 +399,8 @@ export class RelayClient {
     } catch (e) {
       return Promise.reject(new RelayError('invalid_message', 'relay: data is not JSON-serialisable', { cause: e }));
     }
-    if (this.o.maxFrameBytes > 0 && utf8Length(frame) > this.o.maxFrameBytes) {
-      return Promise.reject(
-        new RelayError('too_large', `relay: message is larger than maxFrameBytes (${this.o.maxFrameBytes})`, { id }),
-      );
-    }
+    const size = utf8Length(frame);
+    if (this.frameMax > 0 && size > this.frameMax) return Promise.reject(this.tooLarge(id));
     return new Promise<SendResult>((resolve, reject) => {
       while (this.pending.size >= this.o.maxQueue) {
         const oldest = this.pending.values().next().value as Pending;
@@ -363,8 +413,9 @@ export class RelayClient {
           ),
         );
       }
-      this.pending.set(id, { id, frame, resolve, reject });
-      if (this.st === 'open') this.transmit(frame);
+      const p: Pending = { id, n: this.idCounter, frame, size, resolve, reject };
+      this.pending.set(id, p);
+      if (this.cur && this.cur.ready) this.push(p);
     });
   }
 
@@ -406,7 +457,8 @@ export class RelayClient {
         if (attempt.dead || attempt.opened) return;
         attempt.opened = true;
         this.clearTimer('connectTimer');
-        this.startHeartbeat();
+        // Pings start with relay.hello (which says how often); until then only watch for silence.
+        this.armWatchdog();
       },
       onMessage: (data) => {
         if (!attempt.dead) this.onFrame(data);
@@ -436,7 +488,10 @@ export class RelayClient {
       (result as Promise<RelaySocket>).then(
         (s) => {
           if (attempt.dead) safeClose(s, 1000, 'abandoned');
-          else attempt.socket = s;
+          else {
+            attempt.socket = s;
+            this.flush();
+          }
         },
         (e) => {
           if (attempt.dead) return;
@@ -507,33 +562,112 @@ export class RelayClient {
     for (const h of this.stateHandlers.slice()) this.call(() => h(state, detail));
   }
 
-  private transmit(frame: string): void {
+  // ---------------------------------------------------------------- outgoing queue and pacing
+
+  /** Queues a frame for the current connection and sends what the bucket allows. */
+  private push(e: Pending | string): void {
+    this.outq.push(e);
+    this.flush();
+  }
+
+  private ping(): void {
+    if (this.outq.indexOf(PING) < 0) this.push(PING); // one waiting ping is enough
+  }
+
+  /**
+   * Writes queued frames in order while the token bucket has tokens; when it is
+   * empty, one timer resumes once the next token is due.
+   */
+  private flush(): void {
     const a = this.cur;
-    if (!a || !a.socket) return;
-    try {
-      a.socket.send(frame);
-    } catch (e) {
-      // The frame stays pending and is resent after the reconnect this failure leads to.
-      this.emitError(new RelayError('transport_error', 'relay: send failed', { cause: e }));
+    if (this.flushTimer !== null || !a || !a.ready || !a.socket) return;
+    while (this.outq.length > 0) {
+      const e = this.outq[0];
+      if (typeof e !== 'string' && this.pending.get(e.id) !== e) {
+        this.outq.shift(); // given up on (queue overflow) while waiting
+        continue;
+      }
+      const wait = this.take();
+      if (wait > 0) {
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = null;
+          this.flush();
+        }, wait);
+        return;
+      }
+      this.outq.shift();
+      try {
+        a.socket.send(typeof e === 'string' ? e : e.frame);
+      } catch (err) {
+        // The frame stays pending and is resent after the reconnect this failure leads to.
+        this.emitError(new RelayError('transport_error', 'relay: send failed', { cause: err }));
+      }
+      if (this.cur !== a) return;
     }
+  }
+
+  /** Takes a token from the bucket: 0 when it did, else ms until one is due. */
+  private take(): number {
+    const now = Date.now();
+    if (now < this.holdUntil) return Math.min(this.holdUntil - now, 1000);
+    if (this.rate <= 0) return 0;
+    if (now > this.stamp) this.tokens = Math.min(this.cap, this.tokens + (now - this.stamp) * this.rate);
+    this.stamp = now;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil((1 - this.tokens) / this.rate));
+  }
+
+  /** Sets the bucket from relay.hello's limits, full (the relay's limiter starts full on every connection). */
+  private pace(l: HelloLimits): void {
+    const burst = Math.max(1, Math.floor(positive(l.burst)));
+    this.rate = (positive(l.messagesPerSecond) * RATE_SHARE) / 1000;
+    this.cap = Math.max(1, burst - Math.ceil(burst / 20));
+    this.tokens = this.cap;
+    this.stamp = Date.now();
+    this.holdUntil = 0;
+  }
+
+  /**
+   * The relay refused a send with rate_limited: it goes back into the queue at
+   * its place by send order, and the bucket is emptied (or, with no known
+   * limit, sending pauses for a second).
+   */
+  private retry(p: Pending): void {
+    const q = this.outq;
+    if (q.indexOf(p) < 0) {
+      let i = 0;
+      while (i < q.length && (typeof q[i] === 'string' || (q[i] as Pending).n < p.n)) i++;
+      q.splice(i, 0, p);
+    }
+    this.tokens = 0;
+    this.stamp = Date.now();
+    if (this.rate <= 0) this.holdUntil = this.stamp + 1000;
+    this.flush();
+  }
+
+  private tooLarge(id: string): RelayError {
+    return new RelayError('too_large', `relay: message is larger than maxFrameBytes (${this.frameMax})`, { id });
   }
 
   // ---------------------------------------------------------------- heartbeat
 
   private startHeartbeat(): void {
     this.stopHeartbeat();
-    if (this.o.heartbeatInterval <= 0 || this.hidden) return;
-    this.pingTimer = setInterval(() => this.transmit('{"type":"relay.ping"}'), this.o.heartbeatInterval);
+    if (this.hb <= 0 || this.hidden) return;
+    this.pingTimer = setInterval(() => this.ping(), this.hb);
     this.armWatchdog();
   }
 
   private armWatchdog(): void {
-    if (this.o.heartbeatInterval <= 0 || this.hidden || !this.cur || !this.cur.opened) return;
+    if (this.hb <= 0 || this.hidden || !this.cur || !this.cur.opened) return;
     this.clearTimer('watchdog');
     this.watchdog = setTimeout(() => {
       this.watchdog = null;
       this.drop(1006, 'heartbeat timeout');
-    }, this.o.heartbeatTimeout);
+    }, this.hbTimeout);
   }
 
   private stopHeartbeat(): void {
@@ -546,9 +680,11 @@ export class RelayClient {
     this.stopHeartbeat();
     this.clearTimer('connectTimer');
     this.clearTimer('stableTimer');
+    this.clearTimer('flushTimer');
+    this.outq = []; // rebuilt from the pending sends on the next relay.hello
   }
 
-  private clearTimer(name: 'reconnectTimer' | 'connectTimer' | 'watchdog' | 'stableTimer'): void {
+  private clearTimer(name: 'reconnectTimer' | 'connectTimer' | 'watchdog' | 'stableTimer' | 'flushTimer'): void {
     if (this[name] !== null) clearTimeout(this[name]);
     this[name] = null;
   }
@@ -566,10 +702,12 @@ export class RelayClient {
       this.clearTimer('reconnectTimer');
       this.attempts = 0;
       this.connect();
-    } else if (this.cur && this.cur.opened) {
+    } else if (this.cur && this.cur.ready) {
       // The socket may have died in the background without telling: probe it now.
       this.startHeartbeat();
-      if (this.o.heartbeatInterval > 0) this.transmit('{"type":"relay.ping"}');
+      if (this.hb > 0) this.ping();
+    } else if (this.cur && this.cur.opened) {
+      this.armWatchdog(); // still waiting for relay.hello
     }
   }
 
@@ -619,6 +757,9 @@ export class RelayClient {
           id: data.id,
         });
         if (p) {
+          // The connection's own rate limit (no route): pace down and send it again. A route's
+          // rate_limit is the app's policy, unknown to the client, and final like other refusals.
+          if (err.code === 'rate_limited' && !data.route && this.cur && this.cur.ready) return this.retry(p);
           this.pending.delete(p.id);
           p.reject(err);
           return;
@@ -645,14 +786,31 @@ export class RelayClient {
       this.cursor = typeof h.seq === 'number' ? h.seq : null;
     }
     this.peerSet = Array.isArray(h.peers) ? h.peers.filter((p) => typeof p === 'string') : [];
+    const lim: HelloLimits = h.limits && typeof h.limits === 'object' ? h.limits : {};
+    if (!this.fixed.frame && positive(lim.maxFrameBytes)) this.frameMax = lim.maxFrameBytes!;
+    if (!this.fixed.hb && positive(h.heartbeat)) {
+      this.hb = Math.max(MIN_HEARTBEAT, h.heartbeat!);
+      if (!this.fixed.hbTimeout) this.hbTimeout = this.hb + 10000;
+    }
     this.clearTimer('stableTimer');
     this.stableTimer = setTimeout(() => {
       this.stableTimer = null;
       this.attempts = 0;
     }, this.o.stableAfter);
     // Resend everything not yet acknowledged, in order, with the same ids, before
-    // anything a state handler might send.
-    for (const p of Array.from(this.pending.values())) this.transmit(p.frame);
+    // anything a state handler might send, paced to the relay's limits. A queued
+    // send larger than the relay accepts would get the connection closed (1009): refuse it now.
+    this.outq = [];
+    for (const p of Array.from(this.pending.values())) {
+      if (this.frameMax > 0 && p.size > this.frameMax) {
+        this.pending.delete(p.id);
+        p.reject(this.tooLarge(p.id));
+      } else this.outq.push(p);
+    }
+    this.pace(lim);
+    if (this.cur) this.cur.ready = true;
+    this.flush();
+    this.startHeartbeat();
     this.setState('open');
     if (asked && h.resumed !== true) {
       for (const r of this.resyncHandlers.slice()) this.call(() => r(h));

@@ -8,6 +8,7 @@ export type {
   AppLifecycle,
   ClientOptions,
   HelloData,
+  HelloLimits,
   RelayMessage,
   SendOptions,
   SendResult,

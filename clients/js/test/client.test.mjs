@@ -7,7 +7,8 @@ const URL_ = 'wss://relay.test/socket';
 
 /** A client on a fake network with mocked timers; closed after the test. */
 function setup(t, options = {}) {
-  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  // Date too: the send pacing measures time with Date.now(); mocked time starts at 0
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
   const net = new FakeNet();
   const client = createClient({
     url: URL_,
@@ -662,5 +663,215 @@ describe('SocketTask adapters', () => {
     assert.equal(urls.length, 1);
     client.close(4000, 'bye');
     assert.deepEqual(task.closed, [{ code: 4000, reason: 'bye' }]);
+  });
+});
+
+describe('pacing to the limits in relay.hello', () => {
+  const limits = (messagesPerSecond, burst, extra = {}) => ({ limits: { messagesPerSecond, burst, maxFrameBytes: 65536, ...extra } });
+  // Mocked Date.now() jumps to the end of a tick() before the timers inside it run, so
+  // time advances 1 ms at a time here, for the exact instants at which tokens are due.
+  const tick = (t, ms) => {
+    for (let i = 0; i < ms; i++) t.mock.timers.tick(1);
+  };
+  const types = (sock) => sock.frames.map((f) => (f.type === 'relay.ping' ? 'ping' : f.data));
+
+  test('a backlog goes out as a burst of burst − 5%, then at 90% of the rate, in order, one queue with later sends', async (t) => {
+    const { net, client } = setup(t, { heartbeatInterval: 0 });
+    const ps = [];
+    for (let i = 0; i < 300; i++) ps.push(client.send('m', i));
+    net.last.hello(limits(100, 200)); // bucket: 190 tokens, 90 per second
+    const sock = net.last;
+    assert.equal(sock.sent.length, 190, 'the burst');
+    const late = client.send('m', 'late'); // queued behind the backlog
+    assert.equal(sock.sent.length, 190);
+    tick(t, 11);
+    assert.equal(sock.sent.length, 190, 'no token before 1000/90 ms');
+    tick(t, 1);
+    assert.equal(sock.sent.length, 191, 'one token after 12 ms');
+    tick(t, 988); // t = 1000 ms: 90 tokens
+    assert.ok(sock.sent.length >= 279 && sock.sent.length <= 280, `${sock.sent.length} after 1 s`);
+    tick(t, 300);
+    assert.deepEqual(types(sock), [...Array.from({ length: 300 }, (_, i) => i), 'late'], 'everything, in order, once');
+    sock.frames.forEach((f, i) => sock.ack(f.id, i + 1));
+    assert.equal((await Promise.all(ps)).length, 300);
+    assert.deepEqual(await late, { seq: 301 });
+    assert.equal(client.queued, 0);
+    // idle refills the bucket up to its capacity, not beyond
+    tick(t, 60000);
+    for (let i = 0; i < 200; i++) client.send('n', i).catch(() => {});
+    assert.equal(sock.sent.length, 301 + 190);
+  });
+
+  test('relay.ping takes a token too and waits its turn behind queued sends', (t) => {
+    const { net, client } = setup(t, { heartbeatInterval: 150, heartbeatTimeout: 100000 });
+    for (let i = 0; i < 5; i++) client.send('m', i).catch(() => {});
+    net.last.hello(limits(10, 3)); // bucket: 2 tokens, 9 per second (one per 112 ms)
+    assert.deepEqual(types(net.last), [0, 1]);
+    tick(t, 112);
+    assert.deepEqual(types(net.last), [0, 1, 2]);
+    tick(t, 38); // t = 150: the ping is queued behind 3 and 4
+    assert.deepEqual(types(net.last), [0, 1, 2]);
+    tick(t, 300); // t = 450: the second ping is not queued twice
+    assert.deepEqual(types(net.last), [0, 1, 2, 3, 4, 'ping']);
+  });
+
+  test('messagesPerSecond 0, or no limits at all, means no pacing', (t) => {
+    const { net, client } = setup(t);
+    for (let i = 0; i < 500; i++) client.send('m', i).catch(() => {});
+    net.last.hello(limits(0, 0));
+    assert.equal(net.last.sent.length, 500);
+    net.last.drop(1006);
+    tick(t, 30000);
+    net.last.hello({ resumed: true }); // a relay that announces no limits
+    assert.equal(net.last.sent.length, 500);
+    for (let i = 0; i < 300; i++) client.send('n', i).catch(() => {});
+    assert.equal(net.last.sent.length, 800);
+  });
+
+  test('every connection takes its limits, and a full bucket, from its own relay.hello', (t) => {
+    const { net, client } = setup(t);
+    for (let i = 0; i < 20; i++) client.send('m', i).catch(() => {});
+    net.last.hello(limits(10, 10)); // 9 tokens
+    assert.equal(net.last.sent.length, 9);
+    net.last.drop(1006);
+    tick(t, 30000);
+    net.last.hello({ resumed: true, ...limits(1000, 100) }); // 95 tokens
+    assert.deepEqual(types(net.last), Array.from({ length: 20 }, (_, i) => i), 'all 20 unacked, resent at once');
+    net.last.drop(1006);
+    tick(t, 30000);
+    net.last.hello({ resumed: true, ...limits(1, 1) }); // 1 token, then one per 1112 ms
+    assert.equal(net.last.sent.length, 1);
+    tick(t, 1111);
+    assert.equal(net.last.sent.length, 1);
+    tick(t, 1);
+    assert.equal(net.last.sent.length, 2);
+    const dead = net.last;
+    dead.drop(1006); // nothing more is sent on a dead connection: its timer is gone
+    tick(t, 5000);
+    assert.equal(dead.sent.length, 2);
+  });
+
+  test('maxFrameBytes from relay.hello replaces the default; a queued send too large for it is refused at hello', async (t) => {
+    const { net, client } = setup(t);
+    const big = 'x'.repeat(1000);
+    const queued = client.send('m', big); // fine for the default 65536
+    const small = client.send('m', 'ok');
+    net.last.hello(limits(0, 0, { maxFrameBytes: 512 }));
+    await assert.rejects(queued, (e) => e.code === 'too_large' && /512/.test(e.message), 'refused at hello, never sent');
+    assert.deepEqual(types(net.last), ['ok']);
+    await assert.rejects(client.send('m', big), (e) => e.code === 'too_large');
+    net.last.ack(net.last.frames[0].id, 1);
+    await small;
+    assert.equal(client.queued, 0);
+  });
+
+  test('an explicit maxFrameBytes wins over relay.hello', (t) => {
+    const { net, client } = setup(t, { maxFrameBytes: 100000 });
+    net.last.hello(limits(0, 0, { maxFrameBytes: 512 }));
+    client.send('m', 'x'.repeat(1000)).catch(() => {});
+    assert.equal(net.last.sent.length, 1);
+  });
+
+  test('the heartbeat interval comes from relay.hello (at least 5 s) unless heartbeatInterval is set', (t) => {
+    const { net, client } = setup(t);
+    net.last.hello({ heartbeat: 8000 });
+    const pings = () => net.last.frames.filter((f) => f.type === 'relay.ping').length;
+    tick(t, 7999);
+    assert.equal(pings(), 0);
+    tick(t, 1);
+    assert.equal(pings(), 1);
+    // the timeout follows: interval + 10 s of silence (since relay.hello, the last frame)
+    tick(t, 9999);
+    assert.equal(client.state, 'open');
+    tick(t, 1);
+    assert.equal(client.state, 'reconnecting');
+    tick(t, 30000);
+    net.last.hello({ heartbeat: 1000 }); // too eager: 5 s
+    tick(t, 4999);
+    assert.equal(pings(), 0);
+    tick(t, 1);
+    assert.equal(pings(), 1);
+  });
+
+  test('an explicit heartbeatInterval wins over relay.hello', (t) => {
+    const { net } = setup(t, { heartbeatInterval: 3000 });
+    net.last.hello({ heartbeat: 8000 });
+    tick(t, 3000);
+    assert.equal(net.last.frames.filter((f) => f.type === 'relay.ping').length, 1);
+  });
+
+  test('rate_limited (no route): the send goes back to its place in the queue and is resent after a token; a route\'s rate_limited is final', async (t) => {
+    const { net, client } = setup(t);
+    const errors = [];
+    client.onError((e) => errors.push(e));
+    net.last.hello(limits(100, 10)); // 9 tokens, then one per 12 ms
+    const sock = net.last;
+    const ps = ['a', 'b', 'c', 'd', 'e'].map((x) => client.send('m', x));
+    assert.deepEqual(types(sock), ['a', 'b', 'c', 'd', 'e']);
+    const id = (x) => sock.frames.find((f) => f.data === x).id;
+    const refuse = (x, extra = {}) =>
+      sock.frame({ type: 'relay.error', data: { id: id(x), code: 'rate_limited', message: 'too many messages: slow down', ref: 'r', ...extra } });
+    sock.ack(id('a'), 1);
+    refuse('b');
+    refuse('c');
+    sock.ack(id('d'), 2); // already accepted: stays accepted (the ordering caveat)
+    sock.ack(id('e'), 3);
+    const f = client.send('m', 'f'); // after the retries
+    assert.equal(sock.sent.length, 5, 'the bucket was emptied');
+    tick(t, 11);
+    assert.equal(sock.sent.length, 5);
+    tick(t, 1);
+    assert.deepEqual(types(sock).slice(5), ['b']);
+    tick(t, 24);
+    assert.deepEqual(types(sock).slice(5), ['b', 'c', 'f']);
+    assert.equal(sock.frames[5].id, id('b'), 'same id');
+    // c is refused once more: back in front of anything queued after it
+    refuse('c');
+    const g = client.send('m', 'g');
+    tick(t, 24);
+    assert.deepEqual(types(sock).slice(5), ['b', 'c', 'f', 'c', 'g']);
+    sock.ack(id('b'), 4);
+    sock.ack(id('c'), 5);
+    sock.ack(sock.frames[7].id, 6);
+    sock.ack(sock.frames[9].id, 7);
+    assert.deepEqual(await Promise.all([...ps, f, g]), [1, 4, 5, 2, 3, 6, 7].map((seq) => ({ seq })));
+    // a route's own rate limit is the app's policy: rejected as before
+    const h = client.send('addMaterial', 'h');
+    tick(t, 12);
+    assert.equal(types(sock).at(-1), 'h');
+    sock.frame({ type: 'relay.error', data: { id: sock.frames.at(-1).id, code: 'rate_limited', message: 'at most 20 per second', route: 'addMaterial', ref: 'r2' } });
+    await assert.rejects(h, (e) => e.code === 'rate_limited' && e.route === 'addMaterial');
+    assert.equal(client.queued, 0);
+    assert.deepEqual(errors, []);
+  });
+
+  test('rate_limited from a relay that announced no limits pauses sending for a second', async (t) => {
+    const { net, client } = setup(t);
+    net.last.hello();
+    const p = client.send('m', 'a');
+    const first = net.last.frames[0];
+    net.last.frame({ type: 'relay.error', data: { id: first.id, code: 'rate_limited', message: 'slow down', ref: 'r' } });
+    client.send('m', 'b').catch(() => {});
+    assert.equal(net.last.sent.length, 1);
+    tick(t, 999);
+    assert.equal(net.last.sent.length, 1);
+    tick(t, 1);
+    assert.deepEqual(types(net.last), ['a', 'a', 'b']);
+    net.last.ack(first.id, 9);
+    assert.deepEqual(await p, { seq: 9 });
+  });
+
+  test('a send given up on (queue overflow) while waiting for a token is not sent', async (t) => {
+    const { net, client } = setup(t, { maxQueue: 3 });
+    const ps = [1, 2, 3].map((i) => client.send('m', i));
+    net.last.hello(limits(10, 2)); // 1 token
+    assert.deepEqual(types(net.last), [1]);
+    const p4 = client.send('m', 4); // overflow: 1 (sent, unacked) is given up
+    await assert.rejects(ps[0], (e) => e.code === 'queue_overflow');
+    const p5 = client.send('m', 5); // overflow: 2 (waiting) is given up
+    await assert.rejects(ps[1], (e) => e.code === 'queue_overflow');
+    tick(t, 2000);
+    assert.deepEqual(types(net.last), [1, 3, 4, 5]);
+    for (const p of [p4, p5, ps[2]]) p.catch(() => {});
   });
 });
