@@ -138,6 +138,11 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	if s.draining.Load() {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "draining"})
 	}
+	// A shared backplane (Redis) that is down makes this instance unable to
+	// accept messages: load balancers should send new clients elsewhere.
+	if r, ok := s.hub.bp.(interface{ Ready() bool }); ok && !r.Ready() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "backplane unavailable"})
+	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 

@@ -142,12 +142,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log)
+	backplane, err := newBackplane(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer backplane.Close()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	backplane := core.NewMemoryBackplane(cfg.History)
-	defer backplane.Close()
 	srv := core.NewServer(cfg, log, backplane)
 	pipeline, err := core.BuildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
 	if err != nil {

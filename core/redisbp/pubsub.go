@@ -1,0 +1,432 @@
+package redisbp
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pairrelay/relay/core"
+)
+
+// One pub/sub connection per backplane carries every token this instance
+// holds. Subscribe and unsubscribe only queue a command; a command
+// goroutine sends them in order (so a fast unsubscribe+subscribe of one
+// channel cannot be reordered), and the reader goroutine receives
+// confirmations, messages and events and dispatches them in the order
+// Redis published them.
+
+func (b *Backplane) pubsub() *redis.PubSub {
+	b.psMu.RLock()
+	defer b.psMu.RUnlock()
+	return b.ps
+}
+
+func (b *Backplane) Subscribe(token string, d core.Deliverer) func() {
+	k := b.keys(token)
+	b.mu.Lock()
+	sub := b.subs[k.channel]
+	if sub == nil {
+		sub = &subscription{token: token, keys: k, ready: make(chan struct{})}
+		b.subs[k.channel] = sub
+		b.enqueue(psCommand{subscribe: true, channel: k.channel, sub: sub})
+	}
+	sub.mu.Lock()
+	sub.deliverers = append(slices.Clip(sub.deliverers), d)
+	sub.mu.Unlock()
+	b.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { b.unsubscribe(sub, d) }) }
+}
+
+func (b *Backplane) unsubscribe(sub *subscription, d core.Deliverer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sub.mu.Lock()
+	if i := slices.Index(sub.deliverers, d); i >= 0 {
+		sub.deliverers = slices.Delete(slices.Clone(sub.deliverers), i, i+1)
+	}
+	empty := len(sub.deliverers) == 0
+	sub.mu.Unlock()
+	if empty && b.subs[sub.keys.channel] == sub {
+		delete(b.subs, sub.keys.channel)
+		b.enqueue(psCommand{channel: sub.keys.channel})
+	}
+}
+
+// enqueue queues a pub/sub command; b.mu is held, so commands are queued
+// in the order the subscriptions changed.
+func (b *Backplane) enqueue(c psCommand) {
+	b.cmdMu.Lock()
+	b.cmds = append(b.cmds, c)
+	b.cmdMu.Unlock()
+	select {
+	case b.cmdWake <- struct{}{}:
+	default:
+	}
+}
+
+// awaitSubscribed waits (boundedly) until this instance's subscription to
+// channel, if it has one, is live in Redis, so that what this instance
+// publishes or reads next is not older than the subscription.
+func (b *Backplane) awaitSubscribed(ctx context.Context, channel string) {
+	b.mu.RLock()
+	sub := b.subs[channel]
+	b.mu.RUnlock()
+	if sub == nil || isClosed(sub.ready) || !b.pubsubOK.Load() {
+		return
+	}
+	t := time.NewTimer(b.opts.OpTimeout)
+	defer t.Stop()
+	select {
+	case <-sub.ready:
+	case <-t.C:
+	case <-ctx.Done():
+	case <-b.ctx.Done():
+	}
+}
+
+// commandLoop sends queued SUBSCRIBE and UNSUBSCRIBE commands in order,
+// consecutive ones of a kind together.
+func (b *Backplane) commandLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.cmdWake:
+		}
+		b.cmdMu.Lock()
+		cmds := b.cmds
+		b.cmds = nil
+		b.cmdMu.Unlock()
+		for len(cmds) > 0 {
+			n := 1
+			for n < len(cmds) && cmds[n].subscribe == cmds[0].subscribe {
+				n++
+			}
+			channels := make([]string, n)
+			for i, c := range cmds[:n] {
+				channels[i] = c.channel
+			}
+			ps := b.pubsub()
+			var err error
+			if cmds[0].subscribe {
+				b.mu.Lock()
+				for _, c := range cmds[:n] {
+					b.waiting[c.channel] = append(b.waiting[c.channel], c.sub)
+				}
+				b.mu.Unlock()
+				// go-redis remembers the channels even when the write fails
+				// and subscribes them again when it reconnects.
+				err = ps.Subscribe(b.ctx, channels...)
+			} else {
+				err = ps.Unsubscribe(b.ctx, channels...)
+			}
+			if err != nil && b.ctx.Err() == nil {
+				b.log.Debug("redis backplane: pub/sub command failed; it is repeated on reconnect", "err", err)
+			}
+			cmds = cmds[n:]
+		}
+	}
+}
+
+// readLoop receives from the pub/sub connection until Close. go-redis
+// reconnects a broken connection on the next receive and subscribes it to
+// every channel again; the confirmations make each subscription catch up
+// on what it missed meanwhile from the history.
+func (b *Backplane) readLoop() {
+	defer b.wg.Done()
+	idle := 0
+	backoff := 10 * time.Millisecond
+	for b.ctx.Err() == nil {
+		ps := b.pubsub()
+		msg, err := ps.ReceiveTimeout(b.ctx, b.opts.HealthInterval)
+		if err != nil {
+			if b.ctx.Err() != nil {
+				return
+			}
+			var netErr net.Error
+			if errors.As(err, &netErr) && netErr.Timeout() {
+				// Silence: ask the server for a sign of life, and replace a
+				// connection that stays silent (a peer gone without a reset).
+				if idle++; idle >= 3 {
+					b.replacePubSub(ps, errors.New("no answer to pings"))
+					idle = 0
+					continue
+				}
+				_ = ps.Ping(b.ctx, "hc")
+				continue
+			}
+			b.lostPubSub(err)
+			// Retry soon: while this connection is down, the subscribers
+			// miss what other instances publish and must catch up on it
+			// from the history. The health check wakes the reader as soon
+			// as Redis answers again.
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-time.After(backoff):
+			case <-b.redisBack:
+			}
+			backoff = min(backoff*2, 200*time.Millisecond)
+			continue
+		}
+		idle = 0
+		backoff = 10 * time.Millisecond
+		if !b.pubsubOK.Swap(true) {
+			b.log.Info("redis backplane: pub/sub connection restored")
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			b.dispatch(m.Channel, m.Payload)
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				b.confirmed(m.Channel)
+			}
+		case *redis.Pong:
+			if strings.HasPrefix(m.Payload, "b") {
+				b.pingMu.Lock()
+				if ch := b.pings[m.Payload]; ch != nil {
+					close(ch)
+					delete(b.pings, m.Payload)
+				}
+				b.pingMu.Unlock()
+			}
+		}
+	}
+}
+
+// lostPubSub notes that the pub/sub connection broke: confirmations of
+// commands sent on it will never come.
+func (b *Backplane) lostPubSub(err error) {
+	if b.pubsubOK.Swap(false) {
+		b.reconnects.Add(1)
+		b.log.Warn("redis backplane: pub/sub connection lost; reconnecting", "err", err)
+	}
+	b.mu.Lock()
+	clear(b.waiting)
+	b.mu.Unlock()
+}
+
+// replacePubSub swaps a silent pub/sub connection for a new one subscribed
+// to every channel.
+func (b *Backplane) replacePubSub(old *redis.PubSub, reason error) {
+	b.lostPubSub(reason)
+	b.psMu.Lock()
+	if b.ps != old || b.ctx.Err() != nil {
+		b.psMu.Unlock()
+		return
+	}
+	_ = old.Close()
+	ps := b.rdb.Subscribe(b.ctx)
+	b.ps = ps
+	b.mu.RLock()
+	channels := make([]string, 0, len(b.subs))
+	for ch := range b.subs {
+		channels = append(channels, ch)
+	}
+	b.mu.RUnlock()
+	// Still holding psMu: the command goroutine's next (un)subscribe goes
+	// to the new connection after this.
+	if len(channels) > 0 {
+		_ = ps.Subscribe(b.ctx, channels...)
+	}
+	b.psMu.Unlock()
+}
+
+// confirmed handles Redis confirming a SUBSCRIBE of channel: a new
+// subscription goes live, a live one was subscribed again after a
+// reconnect and catches up on what it missed.
+func (b *Backplane) confirmed(channel string) {
+	b.mu.Lock()
+	var sub *subscription
+	if q := b.waiting[channel]; len(q) > 0 {
+		sub = q[0]
+		if len(q) == 1 {
+			delete(b.waiting, channel)
+		} else {
+			b.waiting[channel] = q[1:]
+		}
+		if b.subs[channel] != sub {
+			sub = nil // confirms a subscription dropped since
+		}
+	} else {
+		sub = b.subs[channel]
+	}
+	b.mu.Unlock()
+	if sub == nil {
+		return
+	}
+	if !sub.confirmed {
+		sub.confirmed = true
+		close(sub.ready)
+		return
+	}
+	b.catchUp(sub, 0)
+}
+
+// dispatch hands a published payload to the channel's subscribers.
+func (b *Backplane) dispatch(channel, payload string) {
+	b.mu.RLock()
+	sub := b.subs[channel]
+	b.mu.RUnlock()
+	// Before its confirmation a subscription hears only what was published
+	// before it began (to an earlier subscription of the channel).
+	if sub == nil || !sub.confirmed || len(payload) == 0 {
+		return
+	}
+	switch payload[0] {
+	case 'm':
+		i := strings.IndexByte(payload, ':')
+		if i < 2 {
+			b.log.Error("redis backplane: malformed message on the channel", "token", shortHash(sub.token))
+			return
+		}
+		seq, err := strconv.ParseUint(payload[1:i], 10, 64)
+		if err != nil {
+			b.log.Error("redis backplane: malformed message seq", "token", shortHash(sub.token))
+			return
+		}
+		if seq <= sub.lastSeq {
+			return // delivered already by a catch-up
+		}
+		if last := max(sub.lastSeq, sub.floor.Load()); last != 0 && seq > last+1 {
+			// Seqs are consecutive: a gap is a message this connection
+			// did not see (a reconnect, or a token whose state was lost).
+			b.catchUp(sub, seq)
+		}
+		m, err := decodeMessage([]byte(payload[i+1:]))
+		if err != nil {
+			b.log.Error("redis backplane: undecodable message", "token", shortHash(sub.token), "seq", seq, "err", err)
+			return
+		}
+		m.Token, m.Seq = sub.token, seq
+		b.deliver(sub, m)
+	case 'j', 'l':
+		f := strings.Split(payload[1:], "\x00")
+		var e core.Event
+		switch {
+		case payload[0] == 'l' && len(f) == 2:
+			e = core.Event{Kind: core.EventLeave, Env: f[0], Session: f[1]}
+		case payload[0] == 'j' && len(f) == 5:
+			epoch, _ := strconv.ParseUint(f[2], 10, 64)
+			e = core.Event{Kind: core.EventJoin, Env: f[0], Session: f[1], Epoch: epoch, Replaced: f[3] == "1"}
+		default:
+			b.log.Error("redis backplane: malformed presence event", "token", shortHash(sub.token))
+			return
+		}
+		sub.mu.Lock()
+		for _, d := range sub.deliverers {
+			d.Event(e)
+		}
+		sub.mu.Unlock()
+	}
+}
+
+func (b *Backplane) deliver(sub *subscription, m *core.Message) {
+	sub.lastSeq = m.Seq
+	sub.mu.Lock()
+	for _, d := range sub.deliverers {
+		d.Deliver(m)
+	}
+	sub.mu.Unlock()
+}
+
+// catchUp delivers from the history what sub missed: messages after the
+// newest it delivered, and before until (0: all).
+func (b *Backplane) catchUp(sub *subscription, until uint64) {
+	from := max(sub.lastSeq, sub.floor.Load())
+	if from == 0 {
+		return
+	}
+	res, st, err := b.history(b.ctx, sub.token, sub.keys, from)
+	if err != nil {
+		b.log.Warn("redis backplane: cannot catch up after a gap; live sessions may miss messages",
+			"token", shortHash(sub.token), "err", err)
+		return
+	}
+	// Lost is what left the history after from; when Redis lost the token's
+	// state, its new life starts at base and only later losses count.
+	if st.evicted > max(from, st.base) {
+		b.gaps.Add(1)
+		b.log.Warn("redis backplane: messages missed while disconnected are no longer in the history",
+			"token", shortHash(sub.token), "after", from)
+	}
+	for _, m := range res.Messages {
+		if until != 0 && m.Seq >= until {
+			break
+		}
+		if m.Seq > sub.lastSeq {
+			b.catchUps.Add(1)
+			b.deliver(sub, m)
+		}
+	}
+}
+
+// barrier returns once the reader has dispatched everything Redis had
+// published before the call.
+func (b *Backplane) barrier(ctx context.Context) error {
+	id := "b" + strconv.FormatUint(b.pingN.Add(1), 36)
+	ch := make(chan struct{})
+	b.pingMu.Lock()
+	b.pings[id] = ch
+	b.pingMu.Unlock()
+	defer func() {
+		b.pingMu.Lock()
+		delete(b.pings, id)
+		b.pingMu.Unlock()
+	}()
+	if err := b.pubsub().Ping(ctx, id); err != nil {
+		return err
+	}
+	t := time.NewTimer(b.opts.OpTimeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-t.C:
+		return errors.New("redis backplane: pub/sub barrier timed out")
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.ctx.Done():
+		return errClosed
+	}
+}
+
+// healthLoop checks the command connections.
+func (b *Backplane) healthLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, b.opts.HealthInterval)
+		err := b.rdb.Ping(ctx).Err()
+		cancel()
+		if b.ctx.Err() != nil {
+			return
+		}
+		if ok := err == nil; b.redisOK.Swap(ok) != ok {
+			if ok {
+				select {
+				case b.redisBack <- struct{}{}:
+				default:
+				}
+				b.log.Info("redis backplane: redis reachable again")
+			} else {
+				b.log.Error("redis backplane: redis unreachable", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,179 @@
+// Package redistest helps test relay on Redis: it runs a throwaway
+// redis-server (a free loopback port, no persistence, stopped when the test
+// ends), and StreamClient drives an exactly-once exchange between two
+// clients across relay instances that may die or lose Redis meanwhile.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// InstallHint is what a test says when redis-server is missing.
+const InstallHint = "redis-server not found on PATH: install it with `apt-get update && apt-get install -y redis-server` (the Redis backplane tests need a real Redis)"
+
+// Server is a running redis-server.
+type Server struct {
+	t    testing.TB
+	Port int
+	dir  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *lockedBuffer
+}
+
+// Start starts a redis-server on a free 127.0.0.1 port; the test fails
+// (never skips) when redis-server is not installed.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal(InstallHint)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Server{t: t, Port: port, dir: t.TempDir()}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
+// URL is the redis:// URL of the server.
+func (s *Server) URL() string { return "redis://" + s.Addr() }
+
+func (s *Server) start() {
+	s.t.Helper()
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no")
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	// The server dies with the test binary, whatever happens to it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("starting redis-server: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.mu.Lock()
+	s.cmd, s.done, s.out = cmd, done, out
+	s.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Ping() {
+		select {
+		case <-done:
+			s.t.Fatalf("redis-server exited at start:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Kill()
+			s.t.Fatalf("redis-server did not answer within 10s:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Ping reports whether the server answers PING.
+func (s *Server) Ping() bool {
+	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return err == nil && line == "+PONG\r\n"
+}
+
+// Kill stops the server at once (SIGKILL) and waits for it to exit.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.t.Errorf("redis-server pid %d did not exit after SIGKILL", cmd.Process.Pid)
+	}
+}
+
+// Pause stops the server's process (SIGSTOP): connections stay open and
+// nothing answers, as with a hung server or a silent network.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
+// Restart starts the server again on the same port (with an empty
+// dataset: it keeps nothing on disk).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Kill()
+	s.start()
+}
+
+// Command runs one command on the server with redis-cli's inline syntax
+// and returns the raw reply line.
+func (s *Server) Command(args string) (string, error) {
+	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(conn, "%s\r\n", args); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(conn).ReadString('\n')
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 1<<20 {
+		return len(p), nil
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
