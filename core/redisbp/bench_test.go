@@ -29,15 +29,18 @@ import (
 // going as fast as they can (with and without client ids), and latency at
 // a steady 5,000 messages/s (10 pairs, 500/s each, with ids). Run with
 //
-//	RELAY_BENCH=1 go test -run BenchFigures -v ./core/redisbp/
+//	RELAY_BENCH=1 go test -run '^$' -bench CrossInstanceFigures -benchtime 1x -v ./core/redisbp/
 //
 // without -race. RELAY_BENCH=mem or =redis measures one side only;
 // RELAY_BENCH_ONLY=throughput or =latency one figure; RELAY_BENCH_ONE=1
 // adds the latency of a single pair.
-func TestBenchFigures(t *testing.T) {
-	if os.Getenv("RELAY_BENCH") == "" {
-		t.Skip("set RELAY_BENCH=1 to measure")
+// BenchmarkCrossInstanceFigures measures once, whatever b.N is: run it with
+// go test -run '^$' -bench CrossInstanceFigures -benchtime 1x ./core/redisbp/
+func BenchmarkCrossInstanceFigures(bench *testing.B) {
+	if bench.N > 1 {
+		bench.Skip("one measurement is enough: use -benchtime 1x")
 	}
+	var t testing.TB = bench
 	redis := redistest.Start(t)
 	benchCfg := func(c *config.Config) {
 		c.Limits.MessagesPerSecond = 0

@@ -2,7 +2,6 @@ package redisbp_test
 
 import (
 	"context"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -21,10 +20,13 @@ type stamp struct {
 func (s *stamp) Deliver(m *core.Message) { s.mu.Lock(); s.got[m.Seq] = time.Now(); s.mu.Unlock() }
 func (s *stamp) Event(core.Event)        {}
 
-func TestProbeBackplaneLatency(t *testing.T) {
-	if os.Getenv("RELAY_BENCH") == "" {
-		t.Skip("set RELAY_BENCH=1")
+// BenchmarkBackplaneLatencyProbe measures once, whatever b.N is: run it with
+// go test -run '^$' -bench BackplaneLatencyProbe -benchtime 1x ./core/redisbp/
+func BenchmarkBackplaneLatencyProbe(bench *testing.B) {
+	if bench.N > 1 {
+		bench.Skip("one measurement is enough: use -benchtime 1x")
 	}
+	var t testing.TB = bench
 	srv := redistest.Start(t)
 	prefix := newPrefix(t)
 	a := open(t, srv, prefix, redisbp.Options{History: history()})
