@@ -349,7 +349,6 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-var errTimeout = errors.New("timeout")
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
 

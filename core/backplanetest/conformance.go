@@ -430,9 +430,9 @@ func joinLeave(t *testing.T, bp core.Backplane) {
 		{Kind: core.EventJoin, Env: "h5", Session: "s3", Replaced: true},
 		{Kind: core.EventLeave, Env: "miniapp", Session: "s2"},
 	}
+	r.waitEvents(t, len(want))
+	time.Sleep(50 * time.Millisecond) // nothing more may follow
 	got := r.waitEvents(t, len(want))
-	time.Sleep(50 * time.Millisecond)
-	got = r.waitEvents(t, len(want))
 	if len(got) != len(want) {
 		t.Fatalf("events %+v, want %+v", got, want)
 	}

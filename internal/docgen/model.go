@@ -62,12 +62,6 @@ func (s *Setting) Alternative() string {
 
 var alternativeDoc = regexp.MustCompile(`(^|[.;]\s+)Set this or ([a-z][a-z0-9_]*)\.`)
 
-// handlerEntry reports whether the key is a route's list of handler entries
-// (or one of them), whose keys depend on the handler each entry names.
-func (s *Setting) handlerEntry() bool {
-	return s.Type == handlerConfigType || s.Type.Kind() == reflect.Slice && s.Type.Elem() == handlerConfigType
-}
-
 // settings lists the keys of struct type t as relay's strict decoder knows
 // them (config.HandlerConfig.Decode and Parse): every exported field, named
 // by its yaml tag or else by its lower-cased name, except yaml:"-".
