@@ -349,7 +349,6 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
