@@ -4,14 +4,32 @@ TESTFLAGS ?=
 BIN       ?= bin/relay
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test test-go test-js build bench vet docs proto
+.PHONY: run test test-go test-js deps build bench vet docs proto
 
 run:
 	$(GO) run ./cmd/relay serve
 
 # vet, every Go test with the race detector, then the JS client's unit and
 # end-to-end tests (real relay binary, headless Chromium, wx shim).
-test: vet test-go test-js
+test: deps vet test-go test-js
+
+# The tests run the real things: redis-server, headless Chromium, Node.js.
+# As root on Debian the missing ones are installed; elsewhere the command to
+# install them is printed and make stops.
+deps:
+	@pkgs=""; \
+	command -v redis-server >/dev/null 2>&1 || pkgs="$$pkgs redis-server"; \
+	command -v chromium >/dev/null 2>&1 || pkgs="$$pkgs chromium"; \
+	command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
+	command -v npm >/dev/null 2>&1 || pkgs="$$pkgs npm"; \
+	if [ -z "$$pkgs" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make deps: installing$$pkgs"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
+	else \
+		echo "make test needs:$$pkgs (Debian: sudo apt-get install -y$$pkgs)" >&2; exit 1; \
+	fi
 
 test-go:
 	$(GO) test -race -count=1 $(TESTFLAGS) ./...
