@@ -79,14 +79,15 @@ func (r *reloader) reload(ctx context.Context, why string) {
 }
 
 // restartOnly lists the top-level keys that changed and that a reload does
-// not apply (only routes and unmatched are reloaded).
+// not apply (routes, unmatched and plugins are part of the pipeline and are
+// reloaded).
 func restartOnly(old, cur *config.Config) []string {
 	var changed []string
 	ov, cv := reflect.ValueOf(old).Elem(), reflect.ValueOf(cur).Elem()
 	for i := 0; i < ov.NumField(); i++ {
 		field := ov.Type().Field(i)
 		key := field.Tag.Get("yaml")
-		if key == "routes" || key == "unmatched" {
+		if key == "routes" || key == "unmatched" || key == "plugins" {
 			continue
 		}
 		if !reflect.DeepEqual(ov.Field(i).Interface(), cv.Field(i).Interface()) {
