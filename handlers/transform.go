@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,10 @@ type Transform struct {
 	renames  [][2]fieldPath
 	deletes  []fieldPath
 	needData bool // data must be decoded: an edit touches it or an expression reads it
+	// appendOnly: the transform only sets top-level keys of data from
+	// expressions that do not read data, the common "stamp" case, which
+	// can be done on the raw JSON without decoding and re-encoding it.
+	appendOnly bool
 }
 
 type setOp struct {
@@ -101,6 +106,12 @@ func (t *Transform) Provision(context.Context, core.ProvisionEnv) error {
 			t.needData = true
 		}
 	}
+	t.appendOnly = len(t.renames) == 0 && len(t.deletes) == 0 && len(t.sets) > 0
+	for _, op := range t.sets {
+		if op.prog.usesData || op.path.kind != pathData || len(op.path.keys) != 1 {
+			t.appendOnly = false
+		}
+	}
 	if len(errs) == 0 && len(t.sets)+len(t.renames)+len(t.deletes) == 0 {
 		errs = append(errs, errors.New("nothing to do: give set, rename or delete"))
 	}
@@ -122,6 +133,14 @@ func isPrefix(prefix, keys []string) bool {
 
 // Handle edits the message. It changes m only once every step succeeded.
 func (t *Transform) Handle(_ context.Context, m *core.Message) ([]*core.Message, error) {
+	if t.appendOnly {
+		if data, ok, err := t.appendKeys(m); err != nil {
+			return nil, err
+		} else if ok {
+			m.Data = data
+			return []*core.Message{m}, nil
+		}
+	}
 	var env exprEnv
 	if err := newEnv(&env, m, t.needData); err != nil {
 		return nil, err
@@ -241,4 +260,45 @@ func describeValue(v any) string {
 		return "nil"
 	}
 	return jsonKind(v)
+}
+
+// appendKeys is Handle for an appendOnly transform: it adds the set keys
+// to the end of a data object that has none of them yet, keeping the rest
+// of its bytes. ok is false when that cannot be known cheaply (data is not
+// an object, holds escapes, or may hold one of the keys already); Handle
+// then takes the general path, which gives the same JSON value.
+func (t *Transform) appendKeys(m *core.Message) (data []byte, ok bool, err error) {
+	raw := bytes.TrimSpace(m.Data)
+	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' || bytes.IndexByte(raw, '\\') >= 0 {
+		return nil, false, nil
+	}
+	keys := make([][]byte, len(t.sets))
+	for i, op := range t.sets {
+		keys[i] = appendJSONString(nil, op.path.keys[0])
+		if bytes.Contains(raw, keys[i]) {
+			return nil, false, nil
+		}
+	}
+	var env exprEnv
+	if err := newEnv(&env, m, false); err != nil {
+		return nil, false, err
+	}
+	out := make([]byte, 0, len(raw)+32*len(t.sets))
+	out = append(out, raw[:len(raw)-1]...)
+	empty := len(bytes.TrimSpace(raw[1:len(raw)-1])) == 0
+	for i, op := range t.sets {
+		v, err := op.prog.run(&env)
+		if err != nil {
+			return nil, false, fmt.Errorf("set %s: %v", op.path.text, err)
+		}
+		if !empty || i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, keys[i]...)
+		out = append(out, ':')
+		if out, err = appendJSON(out, v); err != nil {
+			return nil, false, fmt.Errorf("set %s: cannot encode the value: %v", op.path.text, err)
+		}
+	}
+	return append(out, '}'), true, nil
 }

@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -155,3 +157,50 @@ func TestTransformConcurrent(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// The raw append path and the general path must give the same JSON value.
+func TestTransformAppendPathMatchesGeneralPath(t *testing.T) {
+	stamp := build(t, "handler: transform\nset: {data.by: from, data.n: '1 + 1', data.tag: \"'x'\"}\n")
+	if !stamp.(*Transform).appendOnly {
+		t.Fatal("a set of new top-level keys from data-free expressions should take the append path")
+	}
+	general := &Transform{Set: map[string]string{"data.by": "from", "data.n": "1 + 1", "data.tag": "'x'"}}
+	if err := general.Provision(context.Background(), core.ProvisionEnv{}); err != nil {
+		t.Fatal(err)
+	}
+	general.appendOnly = false
+	for _, data := range []string{
+		`{"id":7,"name":"wood"}`,
+		` { "id" : 7 , "nested" : { "a" : [1, 2] } } `,
+		`{}`,
+		`{ }`,
+		`{"by":"already here"}`,       // takes the general path: the key exists
+		`{"note":"by the way \"by\""}`, // escapes: general path
+		`[1,2]`,                        // not an object: general path
+	} {
+		a := &core.Message{Type: "x", From: "h5", Data: []byte(data)}
+		b := &core.Message{Type: "x", From: "h5", Data: []byte(data)}
+		outA, errA := stamp.Handle(context.Background(), a)
+		outB, errB := general.Handle(context.Background(), b)
+		if (errA == nil) != (errB == nil) {
+			t.Fatalf("%s: errors differ: %v / %v", data, errA, errB)
+		}
+		if errA != nil {
+			continue
+		}
+		var va, vb any
+		if err := json.Unmarshal(outA[0].Data, &va); err != nil {
+			t.Fatalf("%s: append path wrote invalid JSON %s", data, outA[0].Data)
+		}
+		_ = json.Unmarshal(outB[0].Data, &vb)
+		if !reflect.DeepEqual(va, vb) {
+			t.Fatalf("%s:\n append  %s\n general %s", data, outA[0].Data, outB[0].Data)
+		}
+	}
+	// The append path keeps the bytes it was given.
+	m := &core.Message{Type: "x", From: "h5", Data: []byte(`{"z":1, "a":2}`)}
+	out, _ := stamp.Handle(context.Background(), m)
+	if got := string(out[0].Data); got != `{"z":1, "a":2,"by":"h5","n":2,"tag":"x"}` {
+		t.Fatalf("append path wrote %s", got)
+	}
+}
