@@ -26,6 +26,13 @@ type Handler interface {
 	Handle(ctx context.Context, m *Message) ([]*Message, error)
 }
 
+// NonBlocking marks a handler whose Handle only computes and never waits
+// (validate, transform, filter…): the host calls it without arming the
+// route's timeout, which would cost more than the handler itself.
+type NonBlocking interface {
+	NonBlocking()
+}
+
 // Pipeline routes messages by type through handler chains. The zero
 // Pipeline forwards everything unchanged.
 type Pipeline struct {
@@ -49,6 +56,7 @@ type route struct {
 type step struct {
 	name     string
 	handler  Handler
+	bounded  bool // NonBlocking: no timeout needed
 	results  [resultCount]prometheus.Counter
 	duration prometheus.Observer
 }
@@ -108,7 +116,8 @@ func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, l
 }
 
 func newStep(name string, h Handler, routeName string, metrics *Metrics) step {
-	s := step{name: name, handler: h}
+	_, bounded := h.(NonBlocking)
+	s := step{name: name, handler: h, bounded: bounded}
 	if metrics == nil {
 		metrics = discardMetrics
 	}
@@ -219,13 +228,19 @@ func (p *Pipeline) Process(ctx context.Context, m *Message) ([]*Message, string,
 // call runs one handler on one message with the route's timeout, counting
 // and timing it, and applies on_error to a failure.
 func (r *route) call(ctx context.Context, s *step, m *Message) ([]*Message, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	start := time.Now()
-	out, err := s.handler.Handle(ctx, m)
-	if err == nil && ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %s", r.timeout)
+	var out []*Message
+	var err error
+	if s.bounded {
+		out, err = s.handler.Handle(ctx, m)
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		out, err = s.handler.Handle(ctx, m)
+		if err == nil && ctx.Err() != nil {
+			err = fmt.Errorf("timed out after %s", r.timeout)
+		}
+		cancel()
 	}
-	cancel()
 	s.duration.Observe(time.Since(start).Seconds())
 	if err == nil {
 		switch len(out) {

@@ -19,3 +19,6 @@ type Drop struct{}
 
 // Handle drops m.
 func (Drop) Handle(context.Context, *core.Message) ([]*core.Message, error) { return nil, nil }
+
+// NonBlocking: Handle only computes; the host needs no timeout for it.
+func (*Drop) NonBlocking() {}

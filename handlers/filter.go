@@ -63,3 +63,6 @@ func (f *Filter) Handle(_ context.Context, m *core.Message) ([]*core.Message, er
 	}
 	return nil, nil
 }
+
+// NonBlocking: Handle only computes; the host needs no timeout for it.
+func (*Filter) NonBlocking() {}

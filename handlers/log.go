@@ -111,3 +111,6 @@ func tokenHash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:6])
 }
+
+// NonBlocking: Handle only computes; the host needs no timeout for it.
+func (*Log) NonBlocking() {}

@@ -124,3 +124,14 @@ func TestLogLongDataIsCut(t *testing.T) {
 		t.Errorf("data logged as %d bytes", len(s))
 	}
 }
+
+// Handlers that only compute say so, and the one that waits on a network
+// (webhook) does not, so that it keeps its timeout.
+func TestNonBlockingHandlers(t *testing.T) {
+	for _, spec := range core.HandlerSpecs() {
+		_, nonBlocking := spec.New().(core.NonBlocking)
+		if want := spec.Name != "webhook"; nonBlocking != want {
+			t.Errorf("%s: NonBlocking = %v, want %v", spec.Name, nonBlocking, want)
+		}
+	}
+}

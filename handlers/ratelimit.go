@@ -169,3 +169,6 @@ func (r *RateLimit) keys() int {
 	}
 	return n
 }
+
+// NonBlocking: Handle only computes; the host needs no timeout for it.
+func (*RateLimit) NonBlocking() {}

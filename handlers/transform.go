@@ -302,3 +302,6 @@ func (t *Transform) appendKeys(m *core.Message) (data []byte, ok bool, err error
 	}
 	return append(out, '}'), true, nil
 }
+
+// NonBlocking: Handle only computes; the host needs no timeout for it.
+func (*Transform) NonBlocking() {}

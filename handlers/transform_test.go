@@ -174,7 +174,7 @@ func TestTransformAppendPathMatchesGeneralPath(t *testing.T) {
 		` { "id" : 7 , "nested" : { "a" : [1, 2] } } `,
 		`{}`,
 		`{ }`,
-		`{"by":"already here"}`,       // takes the general path: the key exists
+		`{"by":"already here"}`,        // takes the general path: the key exists
 		`{"note":"by the way \"by\""}`, // escapes: general path
 		`[1,2]`,                        // not an object: general path
 	} {

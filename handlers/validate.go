@@ -323,3 +323,6 @@ func childPath(parent, key string) string {
 	}
 	return parent + "[" + strconv.Quote(key) + "]"
 }
+
+// NonBlocking: Handle only computes; the host needs no timeout for it.
+func (*Validate) NonBlocking() {}
