@@ -21,7 +21,10 @@
 //     decoded), which the route's on_error turns into reject, pass or drop.
 //
 // Handle runs concurrently for many messages and must honour ctx, which
-// carries the route's timeout. m.Resolve has already been called, so Type and
+// carries the route's timeout. A handler that only computes and never waits
+// (no network, no locks held for long) implements core.NonBlocking, and the
+// host then calls it without arming the timeout, which would cost more than
+// the handler. m.Resolve has already been called, so Type and
 // Data are set. A handler that changes Data assigns a new slice and never
 // writes into the old one, which may be shared; it changes nothing in m
 // before it knows it will succeed, so that on_error: pass really passes the
