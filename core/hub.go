@@ -284,23 +284,27 @@ func (r *room) Deliver(m *Message) {
 // a client id already accepted is acked again but not relayed again.
 func (h *Hub) accept(s *Session, m *Message) {
 	ctx := context.Background()
-	if m.ID != "" {
-		if seq, ok, err := h.bp.Seen(ctx, m.Token, m.From, m.ID); err == nil && ok {
-			h.metrics.drops.WithLabelValues("duplicate").Inc()
-			s.ack(m.ID, seq)
-			return
-		}
-	}
 	p := h.enterPipeline()
 	defer p.exit()
 	var out []*Message
 	var route string
 	var err error
-	if p.Empty() {
-		// The common case: no routes. Only this session's reader uses single.
+	switch {
+	case p.Empty():
+		// The common case: no routes, and Publish alone dedupes. Only this
+		// session's reader uses single.
 		s.single[0] = m
 		out = s.single[:]
-	} else {
+	case m.ID != "":
+		// A repeat must not run the routes again (a webhook would be
+		// called twice); Publish still has the final word.
+		if seq, ok, err := h.bp.Seen(ctx, m.Token, m.From, m.ID); err == nil && ok {
+			h.metrics.drops.WithLabelValues("duplicate").Inc()
+			s.ack(m.ID, seq)
+			return
+		}
+		fallthrough
+	default:
 		out, route, err = p.Process(ctx, m)
 	}
 	if err != nil {

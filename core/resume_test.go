@@ -116,3 +116,23 @@ func TestPresenceLeave(t *testing.T) {
 		t.Fatalf("leave presence %v", d)
 	}
 }
+
+// With routes, a repeated id is caught before the routes run again.
+func TestRepeatedClientIDThroughRoutes(t *testing.T) {
+	r := startRelay(t)
+	r.srv.hub.SetPipeline(pipelineFrom(t, "routes: [{match: {type: x}, handlers: [{handler: test-step, mode: retype}]}]"))
+	h5, _ := r.v1("dup-routes", "h5")
+	mini, _ := r.v1("dup-routes", "miniapp")
+	h5.readType("relay.presence")
+	h5.send(`{"type":"x","id":"c-1"}`)
+	first := h5.readType("relay.ack")["data"].(map[string]any)
+	h5.send(`{"type":"x","id":"c-1"}`)
+	second := h5.readType("relay.ack")["data"].(map[string]any)
+	if first["seq"] != second["seq"] {
+		t.Fatalf("acks %v and %v", first, second)
+	}
+	if got := mini.readType("retyped"); got["id"] != "c-1" {
+		t.Fatalf("peer got %v", got)
+	}
+	mini.expectSilence(150 * time.Millisecond)
+}

@@ -25,16 +25,6 @@ type helloLimits struct {
 	MaxFrameBytes     int     `json:"maxFrameBytes"`
 }
 
-type presenceData struct {
-	Env    string `json:"env"`
-	Online bool   `json:"online"`
-}
-
-type ackData struct {
-	ID  string `json:"id"`
-	Seq uint64 `json:"seq"`
-}
-
 type errorData struct {
 	ID      string `json:"id,omitempty"`
 	Code    string `json:"code"`

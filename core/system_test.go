@@ -29,3 +29,14 @@ func TestHandWrittenSystemFramesMatchEncodingJSON(t *testing.T) {
 	h.Peers = []string{}
 	same("hello without peers", helloFrame(h), systemFrame{"relay.hello", h})
 }
+
+// What encoding/json would write for the hand-written frames.
+type presenceData struct {
+	Env    string `json:"env"`
+	Online bool   `json:"online"`
+}
+
+type ackData struct {
+	ID  string `json:"id"`
+	Seq uint64 `json:"seq"`
+}

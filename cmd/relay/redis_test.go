@@ -15,6 +15,7 @@ import (
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	"github.com/pairrelay/relay/core/redisbp/redistest"
+	"github.com/pairrelay/relay/internal/streamtest"
 )
 
 // redisConfig is a relay.yaml for an instance sharing redis with others.
@@ -79,10 +80,10 @@ func TestRelayProcessesSurviveSIGKILL(t *testing.T) {
 	a.Close()
 	b.Close()
 
-	h5 := redistest.NewStreamClient(t, urls, 0, "sigkill", "h5", total)
-	mini := redistest.NewStreamClient(t, urls, 1, "sigkill", "miniapp", total)
+	h5 := streamtest.NewStreamClient(t, urls, 0, "sigkill", "h5", total)
+	mini := streamtest.NewStreamClient(t, urls, 1, "sigkill", "miniapp", total)
 	start := time.Now()
-	redistest.Exchange(t, h5, mini, total, 60*time.Second, func() {
+	streamtest.Exchange(t, h5, mini, total, 60*time.Second, func() {
 		for i, third := range []int{total / 3, 2 * total / 3} {
 			for h5.Progress() < third || mini.Progress() < third {
 				time.Sleep(time.Millisecond)
@@ -96,7 +97,7 @@ func TestRelayProcessesSurviveSIGKILL(t *testing.T) {
 			t.Logf("SIGKILLed instance %d after %v", i, time.Since(start).Round(time.Millisecond))
 		}
 	})
-	for _, c := range []*redistest.StreamClient{h5, mini} {
+	for _, c := range []*streamtest.StreamClient{h5, mini} {
 		if c.Sessions() < 2 {
 			t.Errorf("%s never moved to another instance", c.Env())
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core/redisbp"
 	"github.com/pairrelay/relay/core/redisbp/redistest"
+	"github.com/pairrelay/relay/internal/streamtest"
 )
 
 // Instances die in the middle of a stream; their clients reconnect to
@@ -24,10 +25,10 @@ func TestInstanceDeathMidStream(t *testing.T) {
 	redis := redistest.Start(t)
 	nodes := cluster(t, redis, 3, redisbp.Options{}, func(c *config.Config) { c.History.Size = 20000 })
 	urls := []string{nodes[0].url, nodes[1].url, nodes[2].url}
-	h5 := redistest.NewStreamClient(t, urls, 0, "death", "h5", total)
-	mini := redistest.NewStreamClient(t, urls, 1, "death", "miniapp", total)
+	h5 := streamtest.NewStreamClient(t, urls, 0, "death", "h5", total)
+	mini := streamtest.NewStreamClient(t, urls, 1, "death", "miniapp", total)
 	start := time.Now()
-	redistest.Exchange(t, h5, mini, total, 60*time.Second, func() {
+	streamtest.Exchange(t, h5, mini, total, 60*time.Second, func() {
 		// A (h5's instance) dies a third of the way, B (miniapp's, and
 		// maybe h5's by then) at two thirds.
 		for i, third := range []int{total / 3, 2 * total / 3} {
@@ -42,7 +43,7 @@ func TestInstanceDeathMidStream(t *testing.T) {
 		}
 	})
 	t.Logf("exchange took %v", time.Since(start).Round(time.Millisecond))
-	for _, c := range []*redistest.StreamClient{h5, mini} {
+	for _, c := range []*streamtest.StreamClient{h5, mini} {
 		if c.Sessions() < 2 {
 			t.Errorf("%s never reconnected: the deaths did not hit it", c.Env())
 		}
@@ -59,14 +60,14 @@ func TestRedisRestartMidStream(t *testing.T) {
 	nodes := cluster(t, redis, 2, redisbp.Options{HealthInterval: 200 * time.Millisecond, OpTimeout: time.Second},
 		func(c *config.Config) { c.History.Size = 20000 })
 	urls := []string{nodes[0].url, nodes[1].url}
-	h5 := redistest.NewStreamClient(t, urls, 0, "restart", "h5", total)
-	mini := redistest.NewStreamClient(t, urls, 1, "restart", "miniapp", total)
+	h5 := streamtest.NewStreamClient(t, urls, 0, "restart", "h5", total)
+	mini := streamtest.NewStreamClient(t, urls, 1, "restart", "miniapp", total)
 	// One message in flight at a time: a refused message is resent before
 	// any later one, so the stream stays in order across the outage.
 	h5.Window, mini.Window = 1, 1
 	h5.Pace, mini.Pace = 0, 0
 	var outage time.Duration
-	redistest.Exchange(t, h5, mini, total, 60*time.Second, func() {
+	streamtest.Exchange(t, h5, mini, total, 60*time.Second, func() {
 		deadline := time.Now().Add(30 * time.Second)
 		for h5.Progress() < total/3 || mini.Progress() < total/3 {
 			if time.Now().After(deadline) {
@@ -100,7 +101,7 @@ func TestRedisRestartMidStream(t *testing.T) {
 			t.Errorf("/readyz = %d after Redis came back", code)
 		}
 	})
-	for _, c := range []*redistest.StreamClient{h5, mini} {
+	for _, c := range []*streamtest.StreamClient{h5, mini} {
 		if c.Unavailable() == 0 {
 			t.Errorf("%s was never refused while Redis was down", c.Env())
 		}

@@ -1,8 +1,13 @@
-package redistest
+// Package streamtest is a test client for relay's delivery guarantees: two
+// of them exchange numbered messages through one relay or several while a
+// test breaks connections, instances or Redis, and check that every message
+// reached the other side's application exactly once, in order.
+package streamtest
 
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"testing"
@@ -244,6 +249,29 @@ func (c *StreamClient) Stop() {
 	if conn != nil {
 		conn.Close()
 	}
+}
+
+// Cut drops the current connection as a network failure would: no close
+// handshake, the socket reset. It reports whether there was one to cut.
+func (c *StreamClient) Cut() bool {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return false
+	}
+	if tcp, ok := conn.UnderlyingConn().(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = conn.UnderlyingConn().Close()
+	return true
+}
+
+// Reconnects is how many times the client's connection broke.
+func (c *StreamClient) Reconnects() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reconnects
 }
 
 // Progress is how many messages this client received.
