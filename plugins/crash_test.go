@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"fmt"
+	"github.com/pairrelay/relay/internal/procstate"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,7 +35,7 @@ routes:
 `, onError))
 	const senders, interval = 4, 5 * time.Millisecond
 	oldPid := pluginPid("tp")
-	if !alive(oldPid) {
+	if !procstate.Alive(oldPid) {
 		t.Fatalf("plugin pid %d not running", oldPid)
 	}
 
@@ -153,10 +154,10 @@ routes:
 	if before == 0 {
 		t.Error("nothing was processed before the kill")
 	}
-	if newPid == oldPid || !alive(newPid) {
+	if newPid == oldPid || !procstate.Alive(newPid) {
 		t.Errorf("plugin pid %d after the restart (was %d), want a new live process", newPid, oldPid)
 	}
-	if alive(oldPid) {
+	if procstate.Alive(oldPid) {
 		t.Errorf("killed plugin %d still alive", oldPid)
 	}
 	if st.passed.Load()+st.refused.Load() == 0 {
@@ -283,12 +284,15 @@ routes:
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// A stop signal takes effect thread by thread, when each is next
+	// scheduled; until then the plugin may still answer.
+	waitFor(t, 5*time.Second, "every thread of the plugin to stop", func() bool { return procstate.Stopped(pid) })
 	a.send(map[string]any{"type": "upper", "data": map[string]any{"text": "x"}, "id": "stuck"})
 	if got := a.read(5 * time.Second); dataOf(got)["code"] != "handler_failed" {
 		t.Fatalf("a got %v, want relay.error handler_failed", got)
 	}
 	waitFor(t, 8*time.Second, "a new plugin process", func() bool { p := pluginPid("tp"); return p != 0 && p != pid })
-	waitFor(t, 2*time.Second, "the stopped process to be killed", func() bool { return !alive(pid) })
+	waitFor(t, 2*time.Second, "the stopped process to be killed", func() bool { return !procstate.Alive(pid) })
 	a.send(map[string]any{"type": "upper", "data": map[string]any{"text": "x"}})
 	if got := b.read(5 * time.Second); dataOf(got)["tag"] != "seen" {
 		t.Fatalf("b got %v", got)

@@ -3,6 +3,7 @@ package plugins
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/pairrelay/relay/internal/procstate"
 	"os"
 	"os/exec"
 	"sort"
@@ -38,14 +39,14 @@ func TestCloseStopsPlugins(t *testing.T) {
 	}
 	pids := []int{pluginPid("tp"), pluginPid("node")}
 	for _, pid := range pids {
-		if !alive(pid) {
+		if !procstate.Alive(pid) {
 			t.Fatalf("plugin %d not running: %v", pid, pids)
 		}
 	}
 	start := time.Now()
 	p.Close()
 	for _, pid := range pids {
-		if alive(pid) {
+		if procstate.Alive(pid) {
 			t.Errorf("plugin %d still alive after Close", pid)
 		}
 	}
@@ -139,7 +140,7 @@ func TestNoOrphansWhenRelayIsKilled(t *testing.T) {
 	}
 	<-r.waited
 	waitFor(t, 2*time.Second, "the plugins to die with relay", func() bool {
-		return !alive(pids[0]) && !alive(pids[1])
+		return !procstate.Alive(pids[0]) && !procstate.Alive(pids[1])
 	})
 }
 
@@ -170,7 +171,7 @@ func TestNoOrphansAfterShutdown(t *testing.T) {
 				t.Errorf("relay exited with %d", code)
 			}
 			for _, pid := range pids {
-				if alive(pid) {
+				if procstate.Alive(pid) {
 					t.Errorf("plugin %d outlived relay", pid)
 				}
 			}

@@ -3,6 +3,7 @@ package plugins
 import (
 	"bytes"
 	"context"
+	"github.com/pairrelay/relay/internal/procstate"
 	"os"
 	"os/exec"
 	"regexp"
@@ -161,8 +162,8 @@ routes:
 		t.Fatalf("the reloaded pipeline runs pid %d, the first ran %d: want one shared process", got, pid)
 	}
 	first.Retire()
-	if got := pidVia(t, second); got != pid || !alive(pid) {
-		t.Fatalf("after the old pipeline retired: pid %d (alive %v), want %d serving", got, alive(pid), pid)
+	if got := pidVia(t, second); got != pid || !procstate.Alive(pid) {
+		t.Fatalf("after the old pipeline retired: pid %d (alive %v), want %d serving", got, procstate.Alive(pid), pid)
 	}
 	if err := os.WriteFile(path, []byte(yamlFor(strings.ReplaceAll(cfg, "tag: one", "tag: two"))), 0o600); err != nil {
 		t.Fatal(err)
@@ -176,12 +177,12 @@ routes:
 		t.Fatal("a changed config shares the old process")
 	}
 	second.Close()
-	waitFor(t, 3*time.Second, "the unused process to stop", func() bool { return !alive(pid) })
-	if !alive(other) {
+	waitFor(t, 3*time.Second, "the unused process to stop", func() bool { return !procstate.Alive(pid) })
+	if !procstate.Alive(other) {
 		t.Fatal("the process of the changed config stopped too")
 	}
 	changed.Close()
-	waitFor(t, 3*time.Second, "the last process to stop", func() bool { return !alive(other) })
+	waitFor(t, 3*time.Second, "the last process to stop", func() bool { return !procstate.Alive(other) })
 }
 
 // pidVia asks the plugin behind p for its pid.

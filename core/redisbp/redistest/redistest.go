@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/pairrelay/relay/internal/procstate"
 	"net"
 	"os/exec"
 	"strconv"
@@ -121,8 +122,25 @@ func (s *Server) Kill() {
 }
 
 // Pause stops the server's process (SIGSTOP): connections stay open and
-// nothing answers, as with a hung server or a silent network.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+// nothing answers, as with a hung server or a silent network. It returns
+// once every thread is stopped, so that nothing answers after it.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+	s.mu.Lock()
+	pid := 0
+	if s.cmd != nil {
+		pid = s.cmd.Process.Pid
+	}
+	s.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for pid != 0 && !procstate.Stopped(pid) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redis-server pid %d is not stopped 5s after SIGSTOP", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 // Resume continues a paused server (SIGCONT).
 func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
