@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -208,9 +209,12 @@ func TestSlowConsumerIsCutAndMemoryStaysBounded(t *testing.T) {
 	r.stillServes()
 }
 
+// TestNoGoroutineLeftAfterSessionsEnd also counts sockets: fasthttp leaves
+// upgraded connections to the session to close (KeepHijackedConns).
 func TestNoGoroutineLeftAfterSessionsEnd(t *testing.T) {
-	r := startRelay(t)
+	r := startRelay(t, func(cfg *config.Config) { cfg.Limits.MaxConnectionsPerToken = 2 })
 	eventually(t, "control sessions to end", func() bool { return r.srv.hub.open.Load() == 0 })
+	fdsBefore := openFiles(t)
 	var clients []*client
 	for i := 0; i < 50; i++ {
 		a, _ := r.v1(fmt.Sprint("leak-", i), "h5")
@@ -222,6 +226,18 @@ func TestNoGoroutineLeftAfterSessionsEnd(t *testing.T) {
 	if n := sessionGoroutines(); n < 100 {
 		t.Fatalf("only %d session goroutines seen with 100 sessions open", n)
 	}
+	// Sessions the relay ends itself: replaced ones and refused ones.
+	for i := 0; i < 10; i++ {
+		c, _ := r.v1(fmt.Sprint("leak-", i), "h5")
+		clients[2*i].expectClose(CloseReplaced)
+		clients = append(clients, c)
+	}
+	for i := 0; i < 10; i++ {
+		refused := r.dial(fmt.Sprintf("token=leak-%d&env=third&v=1", i))
+		refused.expectClose(CloseTokenFull)
+		refused.expectHangup()
+		clients = append(clients, refused)
+	}
 	for _, c := range clients {
 		_ = c.conn.Close()
 	}
@@ -229,6 +245,19 @@ func TestNoGoroutineLeftAfterSessionsEnd(t *testing.T) {
 	// fasthttp keeps idle workers around for a while, so count the
 	// goroutines that run session code rather than all of them.
 	eventually(t, "session goroutines to end", func() bool { return sessionGoroutines() == 0 })
+	// The clients' sockets are closed too, so the count returns to where it
+	// was; a session that forgets its socket leaves one behind.
+	eventually(t, "sockets to be closed", func() bool { return openFiles(t) <= fdsBefore })
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
 }
 
 func sessionGoroutines() int {
@@ -236,7 +265,7 @@ func sessionGoroutines() int {
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "relay/core.(*Session)") || strings.Contains(g, "relay/core.(*Server).serveConn") {
+		if strings.Contains(g, "relay/core.(*Session)") || strings.Contains(g, "relay/core.(*Server).runSession") {
 			n++
 		}
 	}

@@ -189,6 +189,21 @@ func (c *client) expectSilence(wait time.Duration) {
 	}
 }
 
+// expectHangup checks that the relay closes the TCP connection once the
+// closing handshake is over.
+func (c *client) expectHangup() {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.conn.NetConn().Read(make([]byte, 1))
+	var netErr net.Error
+	switch {
+	case err == nil:
+		c.t.Fatalf("read %d more bytes after the close frame, want the connection closed", n)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		c.t.Fatal("the relay did not close the connection within 5s of the close frame")
+	}
+}
+
 // expectClose reads until the connection closes and checks the close code.
 func (c *client) expectClose(code int) {
 	c.t.Helper()

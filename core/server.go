@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	fws "github.com/fasthttp/websocket"
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
@@ -63,7 +64,16 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 		Immutable:             true,
 		DisableStartupMessage: true,
 		ErrorHandler:          s.httpErrorHandler,
+		// Returns fasthttp's 4 KiB read buffer once a request is read, so an
+		// upgraded connection reads straight from its socket and does not
+		// hold it for its whole life.
+		ReduceMemoryUsage: true,
 	})
+	// A session runs on a goroutine of its own after the upgrade handler
+	// returns, which lets fasthttp recycle the request's context (several
+	// KiB) at once instead of holding it until the session ends. fasthttp
+	// must then leave the connection open; the session closes it.
+	s.app.Server().KeepHijackedConns = true
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.ready)
 	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
@@ -72,7 +82,6 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 		ReadBufferSize:  512,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
-		RecoverHandler:  s.recoverSession,
 	}))
 	if stats, ok := bp.(interface{ Stats() MemoryStats }); ok {
 		metrics.registerHistory(stats.Stats)
@@ -275,15 +284,24 @@ func (s *Server) releaseIP(ip string) {
 	}
 }
 
-// serveConn runs one WebSocket session; it returns only when nothing uses
-// conn any more, since contrib/websocket recycles it afterwards.
+// serveConn starts the session of an upgraded connection and returns:
+// contrib/websocket recycles conn then, so only its WebSocket connection is
+// kept.
 func (s *Server) serveConn(conn *websocket.Conn) {
 	req := conn.Locals(connRequestLocal).(*connRequest)
+	go s.runSession(conn.Conn, req)
+}
+
+// runSession runs one session to its end and closes its connection.
+func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 	h := s.hub
 	defer func() {
+		// Closing twice is harmless; closing never is a leaked socket.
+		_ = conn.NetConn().Close()
 		s.releaseIP(req.ip)
 		h.open.Add(-1)
 	}()
+	defer s.recoverSession(conn)
 	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), token: req.token,
 		tokenHash: hashToken(req.token), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
 	if !s.cfg.EnvAllowed(req.env) {
@@ -317,7 +335,7 @@ func (s *Server) closeAtOnce(sess *Session, code int) {
 	}
 }
 
-func (s *Server) recoverSession(conn *websocket.Conn) {
+func (s *Server) recoverSession(conn *fws.Conn) {
 	if r := recover(); r != nil {
 		s.log.Error("session panicked", "panic", r, "stack", string(debug.Stack()))
 		_ = conn.WriteControl(websocket.CloseMessage,
