@@ -43,6 +43,7 @@ type Transform struct {
 type setOp struct {
 	path fieldPath
 	prog *program
+	key  []byte // appendOnly: the top-level key as JSON, quoted
 }
 
 // Provision parses the paths and compiles the expressions.
@@ -107,10 +108,12 @@ func (t *Transform) Provision(context.Context, core.ProvisionEnv) error {
 		}
 	}
 	t.appendOnly = len(t.renames) == 0 && len(t.deletes) == 0 && len(t.sets) > 0
-	for _, op := range t.sets {
+	for i, op := range t.sets {
 		if op.prog.usesData || op.path.kind != pathData || len(op.path.keys) != 1 {
 			t.appendOnly = false
+			continue
 		}
+		t.sets[i].key = appendJSONString(nil, op.path.keys[0])
 	}
 	if len(errs) == 0 && len(t.sets)+len(t.renames)+len(t.deletes) == 0 {
 		errs = append(errs, errors.New("nothing to do: give set, rename or delete"))
@@ -272,10 +275,8 @@ func (t *Transform) appendKeys(m *core.Message) (data []byte, ok bool, err error
 	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' || bytes.IndexByte(raw, '\\') >= 0 {
 		return nil, false, nil
 	}
-	keys := make([][]byte, len(t.sets))
-	for i, op := range t.sets {
-		keys[i] = appendJSONString(nil, op.path.keys[0])
-		if bytes.Contains(raw, keys[i]) {
+	for _, op := range t.sets {
+		if bytes.Contains(raw, op.key) {
 			return nil, false, nil
 		}
 	}
@@ -294,7 +295,7 @@ func (t *Transform) appendKeys(m *core.Message) (data []byte, ok bool, err error
 		if !empty || i > 0 {
 			out = append(out, ',')
 		}
-		out = append(out, keys[i]...)
+		out = append(out, op.key...)
 		out = append(out, ':')
 		if out, err = appendJSON(out, v); err != nil {
 			return nil, false, fmt.Errorf("set %s: cannot encode the value: %v", op.path.text, err)

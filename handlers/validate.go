@@ -38,6 +38,7 @@ type Validate struct {
 	Target     string `yaml:"target" doc:"What is checked: data (the message's data; absent data is null) or message (an object with type, from and, when present, data, to and id)." default:"data"`
 
 	schema *jsonschema.Schema
+	quick  *quickSchema // nil: the schema is outside the quick subset
 }
 
 const (
@@ -102,6 +103,9 @@ func (v *Validate) Provision(_ context.Context, env core.ProvisionEnv) error {
 		return fmt.Errorf("%s: %s", setting, schemaError(err, doc))
 	}
 	v.schema = sch
+	if v.Target == targetData {
+		v.quick = compileQuick(sch)
+	}
 	return nil
 }
 
@@ -182,6 +186,9 @@ func schemaError(err error, doc any) string {
 
 // Handle passes messages that match the schema and rejects the others.
 func (v *Validate) Handle(_ context.Context, m *core.Message) ([]*core.Message, error) {
+	if v.quick != nil && v.quick.check(m.Data) == valid {
+		return []*core.Message{m}, nil
+	}
 	var data any
 	if len(m.Data) > 0 {
 		var err error
