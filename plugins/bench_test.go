@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 )
 
@@ -166,3 +168,31 @@ func cpuTicks(pid int) int {
 }
 
 func ticksPerMsg(ticks int, msgs float64) float64 { return float64(ticks) * 1e4 / msgs }
+
+// BenchmarkPluginCall is one plugin round trip after another, without
+// WebSockets or a relay around it: the floor of what a plugin adds to a
+// message (relay → plugin process → relay over go-plugin's gRPC stream).
+//
+//	go test -run '^$' -bench PluginCall ./plugins/
+func BenchmarkPluginCall(b *testing.B) {
+	path := writeConfig(b, "plugins: [{name: tp, command: TESTPLUGIN}]")
+	cfg, err := config.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	log, _ := newLog(b)
+	h := &Handler{Plugin: "tp", MaxMessages: 100}
+	if err := h.Provision(context.Background(), core.ProvisionEnv{Log: log, BaseDir: filepath.Dir(path), Config: cfg}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = h.Close() })
+	m := &core.Message{Type: "noop", From: "a", Data: []byte(`{"n":1,"text":"some payload"}`)}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := h.Handle(ctx, m)
+		if err != nil || len(out) != 1 {
+			b.Fatalf("out %v, err %v", out, err)
+		}
+	}
+}
