@@ -38,6 +38,30 @@ type Backplane interface {
 	Close() error
 }
 
+// BatchPublisher is a Backplane for which one call carrying the messages
+// of several client messages costs much less than one call per client
+// message (a network round trip, a script run). A session publishes
+// through it when its backplane has it: it then keeps several client
+// messages in flight and publishes what queued up meanwhile in one call.
+// The memory backplane does not have it, since queueing would only add a
+// goroutine hand-off to a function call.
+type BatchPublisher interface {
+	// PublishBatches publishes batches (all of one token) in order, each
+	// as Publish would: batches[i] is what client message i turned into,
+	// deduplicated by its own client id (batches[i][0].ID), also against
+	// an earlier batch of the same call. results[i] receives batches[i]'s
+	// result, or its error when it was not accepted; len(results) ==
+	// len(batches). An empty batch publishes nothing and gets a zero
+	// result.
+	PublishBatches(ctx context.Context, batches [][]*Message, results []BatchResult)
+}
+
+// BatchResult is one client message's outcome in PublishBatches.
+type BatchResult struct {
+	PublishResult
+	Err error
+}
+
 // PublishResult says how a batch was accepted.
 type PublishResult struct {
 	Seq       uint64 // seq of the batch's last message, or of the original for a duplicate

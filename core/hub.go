@@ -23,6 +23,7 @@ type Hub struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	bp       Backplane
+	batch    BatchPublisher // bp, when it publishes batches cheaper than messages one by one
 	metrics  *Metrics
 	pipeline atomic.Pointer[Pipeline]
 
@@ -55,6 +56,7 @@ func NewHub(cfg *config.Config, log *slog.Logger, bp Backplane, metrics *Metrics
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]*room)
 	}
+	h.batch, _ = bp.(BatchPublisher)
 	h.pipeline.Store(&Pipeline{})
 	return h
 }
@@ -283,6 +285,10 @@ func (r *room) Deliver(m *Message) {
 // accept runs m through the pipeline and publishes what comes out, once:
 // a client id already accepted is acked again but not relayed again.
 func (h *Hub) accept(s *Session, m *Message) {
+	if h.batch != nil {
+		h.acceptQueued(s, m)
+		return
+	}
 	ctx := context.Background()
 	p := h.enterPipeline()
 	defer p.exit()
@@ -324,6 +330,32 @@ func (h *Hub) accept(s *Session, m *Message) {
 	if m.ID != "" {
 		s.ack(m.ID, res.Seq)
 	}
+}
+
+// acceptQueued is accept for a BatchPublisher: the reader runs the
+// pipeline and queues the outcome, and the session's publisher publishes
+// and answers the queued messages in order (see Session.queuePublish).
+func (h *Hub) acceptQueued(s *Session, m *Message) {
+	ctx := context.Background()
+	p := h.enterPipeline()
+	if !p.Empty() && m.ID != "" {
+		// A repeat must not run the routes again; PublishBatches still has
+		// the final word, also on a repeat still waiting in the queue.
+		if seq, ok, err := h.bp.Seen(ctx, m.Token, m.From, m.ID); err == nil && ok {
+			p.exit()
+			h.metrics.drops.WithLabelValues("duplicate").Inc()
+			s.queuePublish(pubItem{id: m.ID, seq: seq})
+			return
+		}
+	}
+	out, route, err := p.Process(ctx, m)
+	// The pipeline is done with m: a reload need not wait for the publish.
+	p.exit()
+	if err != nil {
+		s.queuePublish(pubItem{id: m.ID, route: route, refusal: asClientError(err)})
+		return
+	}
+	s.queuePublish(pubItem{id: m.ID, route: route, out: out, publish: true})
 }
 
 // heartbeat pings every session each interval until ctx ends.

@@ -70,6 +70,8 @@ type Session struct {
 	closing bool
 	writer  sync.WaitGroup
 
+	pub *publisher // nil until the first message through a BatchPublisher
+
 	// While a joining session catches up on history, live frames wait in
 	// pending so that relay.hello and the replay come first.
 	resuming bool
@@ -367,6 +369,11 @@ func (s *Session) run() {
 	s.closing = true
 	s.queue, s.queued = nil, 0
 	s.mu.Unlock()
+	// What the reader took in is published (its answers go nowhere now)
+	// before the session leaves, as the synchronous path does.
+	if s.pub != nil {
+		s.pub.wg.Wait()
+	}
 	h.leave(s)
 	// Unblock a writer stuck on a dead peer before waiting for it: the
 	// connection must not be used once this handler returns.
@@ -414,7 +421,12 @@ func (s *Session) handleText(text []byte) {
 	}
 	if !allowed {
 		s.hub.metrics.drops.WithLabelValues(ErrRateLimited).Inc()
-		s.refuse(m.ID, &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}, "")
+		cerr := &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}
+		if s.hub.batch != nil {
+			s.queuePublish(pubItem{id: m.ID, refusal: cerr}) // after the answers of what is queued
+		} else {
+			s.refuse(m.ID, cerr, "")
+		}
 		return
 	}
 	m.Token, m.From, m.TS = s.token, s.env, time.Now().UnixMilli()

@@ -1,0 +1,175 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// publisher publishes a session's messages through a BatchPublisher. The
+// reader runs the pipeline and queues the outcome; a goroutine that exists
+// only while something is queued publishes everything queued in one call
+// and answers each message in order, while the reader fills the other
+// buffer. So a client that sends without waiting for acks has up to two
+// queues of messages in flight instead of one message, and the backplane
+// pays its per-call cost once per round rather than once per message.
+type publisher struct {
+	mu      sync.Mutex
+	room    sync.Cond // signalled when the goroutine took the queue
+	queue   []pubItem
+	bytes   int
+	running bool
+	wg      sync.WaitGroup
+
+	// The goroutine's own, reused from round to round.
+	batches [][]*Message
+	results []BatchResult
+}
+
+// pubItem is one client message waiting for its turn: to be published, or
+// only to be answered, since answers leave in the order messages came in.
+type pubItem struct {
+	id      string
+	route   string
+	out     []*Message // what the pipeline made of it, when publish
+	publish bool
+	refusal *ClientError // refuse it (publish false)
+	seq     uint64       // else ack it as a repeat of seq
+}
+
+// The queue's bounds: a reader with this much waiting blocks, which slows
+// its client down to what the backplane takes. A single larger message
+// still goes in when the queue is empty.
+const (
+	maxPubQueue      = 64
+	maxPubQueueBytes = 1 << 20
+)
+
+func (it *pubItem) size() int {
+	n := 64
+	for _, m := range it.out {
+		n += len(m.Type) + len(m.Data) + len(m.seed) + 64
+	}
+	return n
+}
+
+// queuePublish hands it to the session's publisher, starting its
+// goroutine if none runs, and blocks while the queue is full. An answer
+// with nothing in flight before it goes out at once. Reader only.
+func (s *Session) queuePublish(it pubItem) {
+	p := s.pub
+	if p == nil {
+		p = &publisher{}
+		p.room.L = &p.mu
+		s.pub = p
+	}
+	p.mu.Lock()
+	if !it.publish && !p.running {
+		p.mu.Unlock()
+		s.answer(&it, nil)
+		return
+	}
+	size := it.size()
+	for len(p.queue) >= maxPubQueue || (p.bytes > 0 && p.bytes+size > maxPubQueueBytes) {
+		p.room.Wait()
+	}
+	p.queue = append(p.queue, it)
+	p.bytes += size
+	if !p.running {
+		p.running = true
+		p.wg.Add(1)
+		go s.publishLoop(p)
+	}
+	p.mu.Unlock()
+}
+
+// publishLoop publishes what is queued, one call per round, until the
+// queue is empty.
+func (s *Session) publishLoop(p *publisher) {
+	defer p.wg.Done()
+	var spare []pubItem
+	failed := false
+	for {
+		p.mu.Lock()
+		items := p.queue
+		if len(items) == 0 {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.queue, p.bytes = spare[:0], 0
+		p.room.Signal()
+		p.mu.Unlock()
+		failed = s.publishItems(p, items, failed)
+		clear(items)
+		spare = items
+	}
+}
+
+// errSessionGone refuses what a session still held when it ended after a
+// failed publish: its reader waits for the publisher, so it does not wait
+// for the backplane to fail once more.
+var errSessionGone = errors.New("session ended while the backplane failed; queued messages not published")
+
+// publishItems publishes items in one call and answers each in order. It
+// reports whether the backplane failed.
+func (s *Session) publishItems(p *publisher, items []pubItem, failedBefore bool) (failed bool) {
+	batches := p.batches[:0]
+	for i := range items {
+		if items[i].publish {
+			batches = append(batches, items[i].out)
+		}
+	}
+	results := p.results[:0]
+	if len(batches) > 0 {
+		results = append(results, make([]BatchResult, len(batches))...)
+		s.mu.Lock()
+		ended := s.closing
+		s.mu.Unlock()
+		if failedBefore && ended {
+			for i := range results {
+				results[i].Err = errSessionGone
+			}
+		} else {
+			s.hub.batch.PublishBatches(context.Background(), batches, results)
+		}
+	}
+	k := 0
+	for i := range items {
+		var r *BatchResult
+		if items[i].publish {
+			r = &results[k]
+			k++
+			failed = failed || r.Err != nil
+		}
+		s.answer(&items[i], r)
+	}
+	clear(batches)
+	clear(results)
+	p.batches, p.results = batches, results
+	return failed
+}
+
+// answer acks or refuses one client message; r is its publish result, nil
+// when it was not published.
+func (s *Session) answer(it *pubItem, r *BatchResult) {
+	switch {
+	case it.refusal != nil:
+		s.refuse(it.id, it.refusal, it.route)
+	case r == nil:
+		if it.id != "" {
+			s.ack(it.id, it.seq)
+		}
+	case r.Err != nil:
+		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
+		s.hub.log.Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
+		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, it.route)
+	default:
+		if r.Duplicate {
+			s.hub.metrics.drops.WithLabelValues("duplicate").Inc()
+		}
+		if it.id != "" {
+			s.ack(it.id, r.Seq)
+		}
+	}
+}
