@@ -182,6 +182,16 @@ func (g *gatedBackplane) Publish(ctx context.Context, batch []*core.Message) (co
 	return g.Backplane.Publish(ctx, batch)
 }
 
+func (g *gatedBackplane) PublishBatches(ctx context.Context, batches [][]*core.Message, results []core.BatchResult) {
+	if !g.pass() {
+		for i := range results {
+			results[i] = core.BatchResult{Err: errDead}
+		}
+		return
+	}
+	g.Backplane.(core.BatchPublisher).PublishBatches(ctx, batches, results)
+}
+
 func (g *gatedBackplane) Seen(ctx context.Context, token, from, id string) (uint64, bool, error) {
 	if !g.pass() {
 		return 0, false, errDead

@@ -100,66 +100,80 @@ local function publish_leave(channel, env, session)
 end
 `
 
-// publishScript assigns seqs to a batch, keeps it in the history, records
-// its client id and publishes it.
+// publishScript publishes the batches of one or more client messages of a
+// token, each exactly as if it were published alone, in order: one call
+// carries what a session queued up, since the script's fixed cost (its
+// run, the token's state, the clock) dominates a small message's. Each
+// batch assigns consecutive seqs, keeps its messages in the history,
+// records its client id and publishes them; a batch whose id the window
+// holds, also from an earlier batch of this call, is a duplicate.
 //
 //	KEYS: meta, hist, ids
-//	ARGV: size, ttl_ms, meta_keep_ms, max_bytes, idkey, channel, n, message1..n
-//	→ {0, first_seq, last_seq} or {1, original_seq} for a duplicate
+//	ARGV: size, ttl_ms, meta_keep_ms, max_bytes, channel, batches,
+//	      then per batch: idkey, n, message1..n
+//	→ per batch {0, last_seq} or {1, original_seq} for a duplicate
 var publishScript = redis.NewScript(luaCommon + `
 local meta, hist, ids = KEYS[1], KEYS[2], KEYS[3]
 local size, ttl, keep, maxbytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local idk, channel, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local channel, batches = ARGV[5], tonumber(ARGV[6])
 local now = clock()
 local m = load_meta(meta, now)
-if size > 0 then
-  expire(hist, ids, m, now - ttl)
-  if idk ~= '' then
-    local dup = redis.call('HGET', ids, idk)
-    if dup then
-      save_meta(meta, m)
-      return {1, tonumber(dup)}
-    end
-  end
-end
-local first = m.seq + 1
-local at = fmt(now)
+if size > 0 then expire(hist, ids, m, now - ttl) end
+local at = ':' .. fmt(now) .. ':'
 local len = 0
-for i = 1, n do
-  m.seq = m.seq + 1
-  local s = fmt(m.seq)
-  local msg = ARGV[7 + i]
-  if size > 0 then
-    local k = ''
-    if i == n then k = idk end
-    local e = s .. ':' .. at .. ':' .. #k .. ':' .. k .. msg
-    len = redis.call('RPUSH', hist, e)
-    if len == 1 then
-      -- A new list: whatever was retained before is gone.
-      if m.evicted < m.seq - 1 then redis.call('DEL', ids) end
-      m.evicted, m.bytes, m.head, m.touched = m.seq - 1, 0, now, 0
-    end
-    m.bytes = m.bytes + #e
-    while len > size do
-      pop_entry(hist, ids, m)
-      len = len - 1
-    end
+local idset = false
+local out = {}
+local arg = 7
+for b = 1, batches do
+  local idk, n = ARGV[arg], tonumber(ARGV[arg + 1])
+  local first = arg + 2
+  arg = first + n
+  local dup = false
+  if size > 0 and idk ~= '' then dup = redis.call('HGET', ids, idk) end
+  if dup then
+    out[#out + 1] = 1
+    out[#out + 1] = tonumber(dup)
   else
-    m.evicted = m.seq
+    for i = first, arg - 1 do
+      m.seq = m.seq + 1
+      local s = fmt(m.seq)
+      local msg = ARGV[i]
+      if size > 0 then
+        local k = ''
+        if i == arg - 1 then k = idk end
+        local e = s .. at .. #k .. ':' .. k .. msg
+        len = redis.call('RPUSH', hist, e)
+        if len == 1 then
+          -- A new list: whatever was retained before is gone.
+          if m.evicted < m.seq - 1 then redis.call('DEL', ids) end
+          m.evicted, m.bytes, m.head, m.touched = m.seq - 1, 0, now, 0
+        end
+        m.bytes = m.bytes + #e
+        while len > size do
+          pop_entry(hist, ids, m)
+          len = len - 1
+        end
+      else
+        m.evicted = m.seq
+      end
+      redis.call('PUBLISH', channel, 'm' .. s .. ':' .. msg)
+    end
+    if size > 0 then
+      while m.bytes > maxbytes and len > 1 do
+        pop_entry(hist, ids, m)
+        len = len - 1
+      end
+      -- The id lives as long as the batch's last message is retained.
+      if idk ~= '' then
+        redis.call('HSET', ids, idk, fmt(m.seq))
+        idset = true
+      end
+    end
+    out[#out + 1] = 0
+    out[#out + 1] = m.seq
   end
-  redis.call('PUBLISH', channel, 'm' .. s .. ':' .. msg)
 end
-if size > 0 then
-  while m.bytes > maxbytes and len > 1 do
-    pop_entry(hist, ids, m)
-    len = len - 1
-  end
-  -- The id lives as long as the batch's last message is retained.
-  if idk ~= '' then
-    redis.call('HSET', ids, idk, fmt(m.seq))
-    redis.call('PEXPIRE', ids, ttl + 60000)
-  end
-end
+if idset then redis.call('PEXPIRE', ids, ttl + 60000) end
 -- The keys outlive what they hold; their TTLs are extended every 30s.
 if now - m.touched >= 30000 then
   if size > 0 then redis.call('PEXPIRE', hist, ttl + 60000) end
@@ -167,7 +181,7 @@ if now - m.touched >= 30000 then
   m.touched = now
 end
 save_meta(meta, m)
-return {0, first, m.seq}
+return out
 `)
 
 // historyScript returns the token's state and its retained messages after
