@@ -165,8 +165,14 @@ for b = 1, batches do
       end
       -- The id lives as long as the batch's last message is retained.
       if idk ~= '' then
+        if not idset then
+          -- A value longer than hash-max-listpack-value keeps the hash a
+          -- hash table: a listpack (up to 128 or 512 ids) is searched
+          -- entry by entry on every HGET, HSET and HDEL.
+          redis.call('HSETNX', ids, '', string.rep('-', 80))
+          idset = true
+        end
         redis.call('HSET', ids, idk, fmt(m.seq))
-        idset = true
       end
     end
     out[#out + 1] = 0
