@@ -46,6 +46,8 @@ func Run(t *testing.T, newBackplane Factory) {
 	})
 	t.Run("BatchGetsConsecutiveSeqs", func(t *testing.T) { batch(t, open(t, defaults())) })
 	t.Run("DedupeByClientID", func(t *testing.T) { dedupe(t, open(t, defaults())) })
+	// Only for a backplane that has it; the others pass trivially.
+	t.Run("PublishBatches", func(t *testing.T) { publishBatches(t, open(t, defaults())) })
 	t.Run("DedupeEndsWithWindow", func(t *testing.T) {
 		opts := defaults()
 		opts.Size = 3
@@ -466,5 +468,66 @@ func joinPolicies(t *testing.T, bp core.Backplane) {
 	// Replacing an env that is online is no extra env.
 	if res := join(t, bp, core.JoinRequest{Token: token, Env: "miniapp", Session: "e", MaxEnvs: 2}); res.Replaced != "c" {
 		t.Fatalf("replacement under the cap: %+v", res)
+	}
+}
+
+// publishBatches checks that one PublishBatches call is the same as one
+// Publish per batch in order, a repeat of an id earlier in the call
+// included.
+func publishBatches(t *testing.T, bp core.Backplane) {
+	bb, ok := bp.(core.BatchPublisher)
+	if !ok {
+		return
+	}
+	token := newToken(t)
+	r := &recorder{}
+	defer bp.Subscribe(token, r)()
+	withID := func(n int, id string) *core.Message {
+		m := msg(token, "h5", n)
+		m.ID = id
+		return m
+	}
+	a, repeat := withID(1, "x"), withID(2, "x")
+	fan1, fan2 := withID(3, "y"), withID(4, "y")
+	plain := msg(token, "h5", 5)
+	fromOther := msg(token, "miniapp", 6)
+	fromOther.ID = "x"
+	batches := [][]*core.Message{{a}, {repeat}, {fan1, fan2}, {}, {plain}, {withID(7, "x")}, {fromOther}}
+	results := make([]core.BatchResult, len(batches))
+	bb.PublishBatches(context.Background(), batches, results)
+	for i, res := range results {
+		if res.Err != nil {
+			t.Fatalf("batch %d: %v", i, res.Err)
+		}
+	}
+	s := a.Seq
+	want := []core.PublishResult{{Seq: s}, {Seq: s, Duplicate: true}, {Seq: s + 2}, {}, {Seq: s + 3},
+		{Seq: s, Duplicate: true}, {Seq: s + 4}}
+	for i := range want {
+		if results[i].PublishResult != want[i] {
+			t.Errorf("batch %d: %+v, want %+v", i, results[i].PublishResult, want[i])
+		}
+	}
+	if fan1.Seq != s+1 || fan2.Seq != s+2 || plain.Seq != s+3 || fromOther.Seq != s+4 {
+		t.Errorf("seqs %d %d %d %d, want %d..%d", fan1.Seq, fan2.Seq, plain.Seq, fromOther.Seq, s+1, s+4)
+	}
+	got := r.wait(t, 5)
+	for i, m := range got {
+		if m.Seq != s+uint64(i) {
+			t.Fatalf("delivery %d has seq %d, want %d (repeats are not delivered)", i, m.Seq, s+uint64(i))
+		}
+	}
+	if seq, ok, err := bp.Seen(context.Background(), token, "h5", "y"); err != nil || !ok || seq != s+2 {
+		t.Fatalf("Seen(y) = %d %v %v, want %d", seq, ok, err, s+2)
+	}
+	if res := publish(t, bp, withID(8, "y")); !res.Duplicate || res.Seq != s+2 {
+		t.Fatalf("a later repeat of y: %+v, want a duplicate of %d", res, s+2)
+	}
+	if h := history(t, bp, token, s-1); len(h.Messages) != 5 || h.Last != s+4 {
+		t.Fatalf("history after the call: %d messages, last %d; want 5, %d", len(h.Messages), h.Last, s+4)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if n := len(r.wait(t, 5)); n != 5 {
+		t.Fatalf("subscriber got %d messages, want 5", n)
 	}
 }
