@@ -23,7 +23,12 @@ import (
 func TestPipelinedSenderAcrossInstances(t *testing.T) {
 	const total = 1500
 	redis := redistest.Start(t)
-	nodes := cluster(t, redis, 2, redisbp.Options{}, func(c *config.Config) { c.History.Size = 4 * total })
+	// The peer may read slower than the sender sends (under -race): its
+	// send queue holds everything rather than closing it as a slow consumer.
+	nodes := cluster(t, redis, 2, redisbp.Options{}, func(c *config.Config) {
+		c.History.Size = 4 * total
+		c.Limits.SendQueue = 4 * total
+	})
 	mini, _ := v1(t, nodes[1], "pipelined", "miniapp")
 	h5, _ := v1(t, nodes[0], "pipelined", "h5")
 	received := make(chan error, 1)
@@ -87,7 +92,7 @@ func TestPipelinedSenderAcrossInstances(t *testing.T) {
 func TestRepeatInFlightIsAckedWithTheOriginalSeq(t *testing.T) {
 	const rounds = 200
 	redis := redistest.Start(t)
-	nodes := cluster(t, redis, 2, redisbp.Options{})
+	nodes := cluster(t, redis, 2, redisbp.Options{}, func(c *config.Config) { c.Limits.SendQueue = 4 * rounds })
 	mini, _ := v1(t, nodes[1], "repeat", "miniapp")
 	h5, _ := v1(t, nodes[0], "repeat", "h5")
 	mini.readType("relay.presence")
