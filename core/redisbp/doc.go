@@ -38,8 +38,9 @@
 // # Scripts
 //
 // Each operation is one Lua script on one token's keys (so it is atomic and
-// cluster-safe), timed by Redis's clock: publish (seq, history append and
-// trim, dedupe, PUBLISH of every message in seq order), history, seen, join
+// cluster-safe), timed by Redis's clock: publish (for each of the client
+// messages a session queued up, in order: dedupe, seq, history append and
+// trim, PUBLISH of every message in seq order), history, seen, join
 // (newest wins, reject policy, env cap, join event), leave (leave event if
 // the session still held the env) and tend (below). Scripts are loaded at
 // start and re-sent by EVAL when Redis forgot them.
