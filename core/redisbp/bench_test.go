@@ -24,18 +24,17 @@ import (
 	"github.com/pairrelay/relay/core/redisbp/redistest"
 )
 
-// TestBenchFigures compares relaying across two instances through Redis
-// with one instance on the memory backplane: throughput with 16 senders
-// going as fast as they can (with and without client ids), and latency at
-// a steady 5,000 messages/s (10 pairs, 500/s each, with ids). Run with
+// BenchmarkCrossInstanceFigures compares relaying across two instances
+// through Redis with one instance on the memory backplane: throughput with
+// 16 senders going as fast as they can (with and without client ids), and
+// latency at a steady 5,000 messages/s (10 pairs, 500/s each, with ids).
+// It measures once, whatever b.N is; run it without -race:
 //
-//	RELAY_BENCH=1 go test -run '^$' -bench CrossInstanceFigures -benchtime 1x -v ./core/redisbp/
+//	go test -run '^$' -bench CrossInstanceFigures -benchtime 1x -v ./core/redisbp/
 //
-// without -race. RELAY_BENCH=mem or =redis measures one side only;
-// RELAY_BENCH_ONLY=throughput or =latency one figure; RELAY_BENCH_ONE=1
-// adds the latency of a single pair.
-// BenchmarkCrossInstanceFigures measures once, whatever b.N is: run it with
-// go test -run '^$' -bench CrossInstanceFigures -benchtime 1x ./core/redisbp/
+// RELAY_BENCH=mem or =redis measures one side only; RELAY_BENCH_ONLY=
+// throughput or =latency one figure; RELAY_BENCH_ONE=1 adds the latency of
+// a single pair.
 func BenchmarkCrossInstanceFigures(bench *testing.B) {
 	if bench.N > 1 {
 		bench.Skip("one measurement is enough: use -benchtime 1x")
