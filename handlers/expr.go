@@ -31,6 +31,9 @@ type program struct {
 	prog     *vm.Program
 	usesData bool // the expression reads data, so the message's data must be decoded
 	vms      sync.Pool
+	// direct computes the commonest expressions, now() and a field such as
+	// from, without the VM; nil for any other expression.
+	direct func(env *exprEnv) any
 }
 
 // compileExpr compiles src against exprEnv; unknown names and fields of
@@ -49,9 +52,39 @@ func compileExpr(src string, opts ...expr.Option) (*program, error) {
 	root := p.Node()
 	var v dataVisitor
 	ast.Walk(&root, &v)
-	pr := &program{src: src, prog: p, usesData: v.found}
+	pr := &program{src: src, prog: p, usesData: v.found, direct: directExpr(root)}
 	pr.vms.New = func() any { return new(vm.VM) }
 	return pr, nil
+}
+
+// directExpr returns how to compute the expression of root without the VM
+// when it is a call of now() or uuid() or one field of the message.
+func directExpr(root ast.Node) func(env *exprEnv) any {
+	switch n := root.(type) {
+	case *ast.CallNode:
+		callee, ok := n.Callee.(*ast.IdentifierNode)
+		if !ok || len(n.Arguments) > 0 {
+			return nil
+		}
+		switch callee.Value {
+		case "now":
+			return func(*exprEnv) any { return time.Now().UnixMilli() }
+		case "uuid":
+			return func(*exprEnv) any { return newUUID() }
+		}
+	case *ast.IdentifierNode:
+		switch n.Value {
+		case "type":
+			return func(env *exprEnv) any { return env.Type }
+		case "from":
+			return func(env *exprEnv) any { return env.From }
+		case "id":
+			return func(env *exprEnv) any { return env.ID }
+		case "ts":
+			return func(env *exprEnv) any { return env.TS }
+		}
+	}
+	return nil
 }
 
 type dataVisitor struct{ found bool }
@@ -64,6 +97,9 @@ func (v *dataVisitor) Visit(n *ast.Node) {
 
 // run evaluates the program against env with a pooled VM.
 func (p *program) run(env *exprEnv) (any, error) {
+	if p.direct != nil {
+		return p.direct(env), nil
+	}
 	machine := p.vms.Get().(*vm.VM)
 	out, err := machine.Run(p.prog, env)
 	p.vms.Put(machine)
