@@ -202,17 +202,28 @@ func (p *Pipeline) Process(ctx context.Context, m *Message) ([]*Message, string,
 		return []*Message{m}, "", nil
 	}
 	msgs := []*Message{m}
+	// One clock reading ends a handler's time and starts the next one's.
+	now := time.Now()
 	for i := range r.steps {
 		s := &r.steps[i]
-		var next []*Message
-		for _, in := range msgs {
-			out, err := r.call(ctx, s, in)
+		if len(msgs) == 1 {
+			// The common case: the handler's answer is the next input as it is.
+			out, end, err := r.call(ctx, s, msgs[0], now)
 			if err != nil {
 				return nil, r.name, err
 			}
-			next = append(next, out...)
+			msgs, now = out, end
+		} else {
+			var next []*Message
+			for _, in := range msgs {
+				out, end, err := r.call(ctx, s, in, now)
+				if err != nil {
+					return nil, r.name, err
+				}
+				next, now = append(next, out...), end
+			}
+			msgs = next
 		}
-		msgs = next
 		if len(msgs) == 0 {
 			return nil, r.name, nil
 		}
@@ -226,9 +237,9 @@ func (p *Pipeline) Process(ctx context.Context, m *Message) ([]*Message, string,
 }
 
 // call runs one handler on one message with the route's timeout, counting
-// and timing it, and applies on_error to a failure.
-func (r *route) call(ctx context.Context, s *step, m *Message) ([]*Message, error) {
-	start := time.Now()
+// and timing it from start, and applies on_error to a failure. It returns
+// when the handler ended.
+func (r *route) call(ctx context.Context, s *step, m *Message, start time.Time) ([]*Message, time.Time, error) {
 	var out []*Message
 	var err error
 	if s.bounded {
@@ -241,7 +252,14 @@ func (r *route) call(ctx context.Context, s *step, m *Message) ([]*Message, erro
 		}
 		cancel()
 	}
-	s.duration.Observe(time.Since(start).Seconds())
+	end := time.Now()
+	s.duration.Observe(end.Sub(start).Seconds())
+	out, err = r.settle(s, m, out, err)
+	return out, end, err
+}
+
+// settle counts a handler's result and applies on_error to a failure.
+func (r *route) settle(s *step, m *Message, out []*Message, err error) ([]*Message, error) {
 	if err == nil {
 		switch len(out) {
 		case 0:

@@ -2,8 +2,10 @@ package handlers
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
+	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 )
 
@@ -52,4 +54,40 @@ func BenchmarkFilterData(b *testing.B) {
 
 func BenchmarkRateLimit(b *testing.B) {
 	runBench(b, build(b, "handler: rate_limit\nrate: 1e9\nburst: 1000000"))
+}
+
+// BenchmarkShippedRoute is the whole route of the shipped relay.yaml's
+// addMaterial (rate_limit, validate, transform) through the pipeline with
+// its metrics, as the relay runs it, the rate raised out of the way.
+func BenchmarkShippedRoute(b *testing.B) {
+	cfg, err := config.Parse([]byte(`routes:
+  - name: addMaterial
+    match: {type: addMaterial}
+    handlers:
+      - {handler: rate_limit, rate: 1e9, burst: 1000000, per: token}
+      - handler: validate
+        schema:
+          type: object
+          required: [id, name]
+          properties:
+            id: {type: [string, integer]}
+            name: {type: string, minLength: 1, maxLength: 200}
+      - {handler: transform, set: {data.receivedAt: now()}}
+`), "bench.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := core.BuildPipeline(context.Background(), cfg, "", slog.New(slog.DiscardHandler), core.NewMetrics())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		out, _, err := p.Process(ctx, benchMsg())
+		if err != nil || len(out) != 1 {
+			b.Fatalf("out %v, err %v", out, err)
+		}
+	}
 }
