@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -216,6 +217,31 @@ func TestQuickVerdicts(t *testing.T) {
 	} {
 		if got := q.check([]byte(inst)); got != want {
 			t.Errorf("%s: %v, want %v", inst, got, want)
+		}
+	}
+}
+
+func TestPlainJSONTextMatchesByteByByte(t *testing.T) {
+	plain := func(b []byte) bool {
+		for _, c := range b {
+			if c == '"' || c == '\\' || c < 0x20 {
+				return false
+			}
+		}
+		return true
+	}
+	var word [8]byte
+	for _, fill := range []byte{'a', ' ', 0x7f, 0x80, 0xff, '!', '#', '[', ']'} {
+		for pos := range 8 {
+			for c := range 256 {
+				for i := range word {
+					word[i] = fill
+				}
+				word[pos] = byte(c)
+				if got, want := plainJSONText(binary.LittleEndian.Uint64(word[:])), plain(word[:]); got != want {
+					t.Fatalf("%q: plainJSONText %v, want %v", word, got, want)
+				}
+			}
 		}
 	}
 }
