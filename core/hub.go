@@ -283,79 +283,53 @@ func (r *room) Deliver(m *Message) {
 }
 
 // accept runs m through the pipeline and publishes what comes out, once:
-// a client id already accepted is acked again but not relayed again.
+// a client id already accepted is acked again but not relayed again. With
+// a BatchPublisher the session's publisher publishes and answers it, in
+// order with the messages before it (see Session.queuePublish).
 func (h *Hub) accept(s *Session, m *Message) {
+	it := h.route(s, m)
 	if h.batch != nil {
-		h.acceptQueued(s, m)
+		s.queuePublish(it)
 		return
 	}
-	ctx := context.Background()
-	p := h.enterPipeline()
-	defer p.exit()
-	var out []*Message
-	var route string
-	var err error
-	switch {
-	case p.Empty():
-		// The common case: no routes, and Publish alone dedupes. Only this
-		// session's reader uses single.
-		s.single[0] = m
-		out = s.single[:]
-	case m.ID != "":
-		// A repeat must not run the routes again (a webhook would be
-		// called twice); Publish still has the final word.
-		if seq, ok, err := h.bp.Seen(ctx, m.Token, m.From, m.ID); err == nil && ok {
-			h.metrics.drops.WithLabelValues("duplicate").Inc()
-			s.ack(m.ID, seq)
-			return
-		}
-		fallthrough
-	default:
-		out, route, err = p.Process(ctx, m)
-	}
-	if err != nil {
-		s.refuse(m.ID, asClientError(err), route)
+	if !it.publish {
+		s.answer(&it, nil)
 		return
 	}
-	res, err := h.bp.Publish(ctx, out)
-	if err != nil {
-		h.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
-		s.refuse(m.ID, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, route)
-		return
-	}
-	if res.Duplicate {
-		h.metrics.drops.WithLabelValues("duplicate").Inc()
-	}
+	res, err := h.bp.Publish(context.Background(), it.out)
 	s.single[0] = nil
-	if m.ID != "" {
-		s.ack(m.ID, res.Seq)
-	}
+	s.answer(&it, &BatchResult{PublishResult: res, Err: err})
 }
 
-// acceptQueued is accept for a BatchPublisher: the reader runs the
-// pipeline and queues the outcome, and the session's publisher publishes
-// and answers the queued messages in order (see Session.queuePublish).
-func (h *Hub) acceptQueued(s *Session, m *Message) {
+// route runs m through the current pipeline; what comes out is to be
+// published, or only answered.
+func (h *Hub) route(s *Session, m *Message) pubItem {
 	ctx := context.Background()
 	p := h.enterPipeline()
-	if !p.Empty() && m.ID != "" {
-		// A repeat must not run the routes again; PublishBatches still has
-		// the final word, also on a repeat still waiting in the queue.
+	// The pipeline is done with m once it has run: a reload need not wait
+	// for the publish.
+	defer p.exit()
+	if p.Empty() {
+		if h.batch == nil {
+			// The common case: no routes, and Publish alone dedupes. Only
+			// this session's reader uses single.
+			s.single[0] = m
+			return pubItem{id: m.ID, out: s.single[:], publish: true}
+		}
+	} else if m.ID != "" {
+		// A repeat must not run the routes again (a webhook would be
+		// called twice); Publish still has the final word, also on a
+		// repeat still waiting in a publisher's queue.
 		if seq, ok, err := h.bp.Seen(ctx, m.Token, m.From, m.ID); err == nil && ok {
-			p.exit()
 			h.metrics.drops.WithLabelValues("duplicate").Inc()
-			s.queuePublish(pubItem{id: m.ID, seq: seq})
-			return
+			return pubItem{id: m.ID, seq: seq}
 		}
 	}
 	out, route, err := p.Process(ctx, m)
-	// The pipeline is done with m: a reload need not wait for the publish.
-	p.exit()
 	if err != nil {
-		s.queuePublish(pubItem{id: m.ID, route: route, refusal: asClientError(err)})
-		return
+		return pubItem{id: m.ID, route: route, refusal: asClientError(err)}
 	}
-	s.queuePublish(pubItem{id: m.ID, route: route, out: out, publish: true})
+	return pubItem{id: m.ID, route: route, out: out, publish: true}
 }
 
 // heartbeat pings every session each interval until ctx ends.

@@ -58,6 +58,10 @@ func (it *pubItem) size() int {
 // with nothing in flight before it goes out at once. Reader only.
 func (s *Session) queuePublish(it pubItem) {
 	p := s.pub
+	if p == nil && !it.publish {
+		s.answer(&it, nil) // nothing was ever queued
+		return
+	}
 	if p == nil {
 		p = &publisher{}
 		p.room.L = &p.mu

@@ -422,11 +422,7 @@ func (s *Session) handleText(text []byte) {
 	if !allowed {
 		s.hub.metrics.drops.WithLabelValues(ErrRateLimited).Inc()
 		cerr := &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}
-		if s.hub.batch != nil {
-			s.queuePublish(pubItem{id: m.ID, refusal: cerr}) // after the answers of what is queued
-		} else {
-			s.refuse(m.ID, cerr, "")
-		}
+		s.queuePublish(pubItem{id: m.ID, refusal: cerr}) // after the answers of what is queued
 		return
 	}
 	m.Token, m.From, m.TS = s.token, s.env, time.Now().UnixMilli()

@@ -42,7 +42,7 @@ func compileExpr(src string, opts ...expr.Option) (*program, error) {
 	all := append([]expr.Option{
 		expr.Env(&exprEnv{}),
 		expr.DisableBuiltin("now"), // the builtin gives a time.Time; ours gives ms, like ts
-		expr.Function("now", func(...any) (any, error) { return time.Now().UnixMilli(), nil }, new(func() int64)),
+		expr.Function("now", func(...any) (any, error) { return nowMillis(), nil }, new(func() int64)),
 		expr.Function("uuid", func(...any) (any, error) { return newUUID(), nil }, new(func() string)),
 	}, opts...)
 	p, err := expr.Compile(src, all...)
@@ -68,7 +68,7 @@ func directExpr(root ast.Node) func(env *exprEnv) any {
 		}
 		switch callee.Value {
 		case "now":
-			return func(*exprEnv) any { return time.Now().UnixMilli() }
+			return func(*exprEnv) any { return nowMillis() }
 		case "uuid":
 			return func(*exprEnv) any { return newUUID() }
 		}
@@ -118,6 +118,9 @@ func newEnv(env *exprEnv, m *core.Message, withData bool) error {
 	}
 	return nil
 }
+
+// nowMillis is now(): ms since epoch, like ts.
+func nowMillis() int64 { return time.Now().UnixMilli() }
 
 // newUUID returns a random (version 4) UUID.
 func newUUID() string {
