@@ -418,13 +418,13 @@ func (b *Backplane) resumed(token, env string) {
 	b.resumeMu.Unlock()
 }
 
-func (b *Backplane) History(ctx context.Context, token string, since uint64) (core.HistoryResult, error) {
+func (b *Backplane) History(ctx context.Context, token string, since uint64, limit int) (core.HistoryResult, error) {
 	if b.closed.Load() {
 		return core.HistoryResult{}, errClosed
 	}
 	k := b.keys(token)
 	b.awaitSubscribed(ctx, k.channel)
-	res, _, err := b.history(ctx, token, k, since)
+	res, _, err := b.history(ctx, token, k, since, limit)
 	if err != nil {
 		return res, err
 	}
@@ -455,11 +455,11 @@ type historyState struct {
 }
 
 // history reads token's history after since.
-func (b *Backplane) history(ctx context.Context, token string, k tokenKeys, since uint64) (core.HistoryResult, historyState, error) {
+func (b *Backplane) history(ctx context.Context, token string, k tokenKeys, since uint64, limit int) (core.HistoryResult, historyState, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	reply, err := historyScript.Run(ctx, b.rdb, []string{k.meta, k.hist, k.ids},
-		ms(b.opts.History.TTL), ms(b.metaKeep), strconv.FormatUint(since, 10)).Slice()
+		ms(b.opts.History.TTL), ms(b.metaKeep), strconv.FormatUint(since, 10), max(limit, 0)).Slice()
 	if err != nil {
 		return core.HistoryResult{}, historyState{}, fmt.Errorf("redis backplane: history: %w", err)
 	}
