@@ -293,7 +293,9 @@ func (h *Hub) accept(s *Session, m *Message) {
 		s.queuePublish(it)
 		return
 	}
+	s.keepOrder(&it)
 	if !it.publish {
+		s.single[0] = nil
 		s.answer(&it, nil)
 		return
 	}

@@ -72,6 +72,10 @@ type Session struct {
 
 	pub *publisher // nil until the first message through a BatchPublisher
 
+	// A message refused with a retryable code holds back the later ones
+	// until it is resent (see keepOrder).
+	held, heldCode string
+
 	// While a joining session catches up on history, live frames wait in
 	// pending so that relay.hello and the replay come first. Live messages
 	// are in the history too, so pending drops them when it is full
