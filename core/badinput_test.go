@@ -222,7 +222,13 @@ func TestRateLimitedMessageHoldsBackLaterOnes(t *testing.T) {
 }
 
 func TestSlowConsumerIsCutAndMemoryStaysBounded(t *testing.T) {
-	r := startRelay(t, func(c *config.Config) { c.Limits.MessagesPerSecond = 0 })
+	r := startRelay(t, func(c *config.Config) {
+		c.Limits.MessagesPerSecond = 0
+		// Only the queue bound may end the slow session: under CPU
+		// contention the burst can outlast the default write timeout,
+		// which would cut the socket before the close frame.
+		c.Limits.WriteTimeout = 2 * time.Minute
+	})
 	sender, _ := r.v1("slow", "h5")
 	slow := r.dial("v=1&token=slow&env=miniapp") // never reads during the burst
 	sender.readType("relay.presence")
