@@ -198,6 +198,7 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 func (s *Session) keepOrder(it *pubItem) {
 	if s.held != "" {
 		if it.id != s.held {
+			s.hub.metrics.drops.WithLabelValues(s.heldCode).Inc()
 			*it = pubItem{id: it.id, route: it.route, refusal: &ClientError{Code: s.heldCode,
 				Message: "message " + strconv.Quote(s.held) + " was refused before this one: resend it first; later messages are refused until then, to keep their order"}}
 			return
