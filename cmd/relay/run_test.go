@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -323,4 +324,41 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/check/*.err with the output relay check gives now")
+
+// TestCheckGolden runs relay check on each testdata/check/*.yaml and
+// compares the whole error with the .err file beside it: the file's own
+// problems, unknown handler names and the provisioning errors of the
+// handlers come in one list, in file order.
+func TestCheckGolden(t *testing.T) {
+	t.Setenv("PORT", "")
+	files, err := filepath.Glob("testdata/check/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/check/*.yaml: %v", err)
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
+			err := Run(context.Background(), []string{"check", "-c", file}, io.Discard, io.Discard)
+			if err == nil {
+				t.Fatalf("relay check %s passed; want problems", file)
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(file, ".yaml") + ".err"
+			if *updateGolden {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./cmd/relay -run TestCheckGolden -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("relay check %s:\n%s\nwant (%s):\n%s", file, got, golden, want)
+			}
+		})
+	}
 }
