@@ -10,6 +10,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/pairrelay/relay/config"
 )
 
 type wireKind uint8
@@ -311,13 +313,22 @@ func (s *Session) stopWriting() {
 func (s *Session) run() {
 	h := s.hub
 	timeout := h.cfg.Heartbeat.Timeout
+	if g := guardOf(s.conn.NetConn()); g != nil {
+		g.arm(fragmentCap(&h.cfg.Limits), h.cfg.Limits.MessageTimeout)
+	}
 	s.conn.SetReadLimit(int64(h.cfg.Limits.MaxFrameBytes))
 	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+	// Control frames count toward the rate like messages, or a flood of
+	// pings or pongs would cost relay work without limit.
 	s.conn.SetPongHandler(func(string) error {
+		s.allow()
 		return s.conn.SetReadDeadline(time.Now().Add(timeout))
 	})
 	// A client's own pings show it is alive too.
 	s.conn.SetPingHandler(func(data string) error {
+		if !s.allow() {
+			return nil // refused: no pong
+		}
 		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
 		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 		if err != nil && err != websocket.ErrCloseSent {
@@ -377,11 +388,40 @@ func (s *Session) run() {
 	s.writer.Wait()
 }
 
+// clientFrameChunk is the frame size Go WebSocket clients (gorilla and
+// fasthttp/websocket, 4 KiB write buffers) split a long message into.
+const clientFrameChunk = 4096
+
+// fragmentCap is the fragment limit in effect: never so low that a
+// message of limits.max_frame_bytes sent in 4 KiB frames is refused.
+func fragmentCap(l *config.Limits) int {
+	if l.MaxFragments <= 0 {
+		return 0
+	}
+	return max(l.MaxFragments, (l.MaxFrameBytes+clientFrameChunk-1)/clientFrameChunk)
+}
+
 func (s *Session) readFailed(err error) {
-	if err == websocket.ErrReadLimit {
+	var drop, reason string
+	switch {
+	case err == websocket.ErrReadLimit:
+		// The library has sent the close frame itself.
 		s.hub.metrics.drops.WithLabelValues("frame_too_large").Inc()
 		s.hub.metrics.closes.WithLabelValues(closeCodeLabel(CloseTooLarge)).Inc()
+		return
+	case errors.Is(err, errTooManyFragments):
+		drop, reason = "too_many_fragments", "too many fragments"
+	case errors.Is(err, errMessageTimeout):
+		drop, reason = "message_timeout", "message took too long"
+	default:
+		return
 	}
+	s.hub.metrics.drops.WithLabelValues(drop).Inc()
+	s.hub.metrics.closes.WithLabelValues(closeCodeLabel(ClosePolicy)).Inc()
+	s.hub.log.Info("connection closed: "+reason, "token", s.tokenHash, "env", s.env, "code", ClosePolicy)
+	// The reader stops here, so the close frame goes out at once rather
+	// than through the queue the session is about to drop.
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ClosePolicy, reason), time.Now().Add(time.Second))
 }
 
 func (s *Session) handleBinary() {
