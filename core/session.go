@@ -66,6 +66,8 @@ type Session struct {
 	overCount int
 
 	mu      sync.Mutex
+	logged  *rate.Limiter // refusal log lines; nil until the first refusal
+	unlog   int           // refusals not logged since the last logged one
 	queue   []outFrame
 	queued  int // bytes in queue
 	writing bool
@@ -381,6 +383,7 @@ func (s *Session) run() {
 	if s.pub != nil {
 		s.pub.wg.Wait()
 	}
+	s.logSuppressed()
 	h.leave(s)
 	// Unblock a writer stuck on a dead peer before waiting for it: the
 	// connection must not be used once this handler returns.
@@ -494,15 +497,56 @@ func (s *Session) allow() bool {
 func (s *Session) refuse(id string, cerr *ClientError, route string) {
 	ref := newRef()
 	s.hub.metrics.errors.WithLabelValues(cerr.Code).Inc()
-	attrs := []any{"ref", ref, "code", cerr.Code, "reason", cerr.Message,
-		"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route}
-	if cerr.cause != nil {
-		s.hub.log.Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
-	} else {
-		s.hub.log.Info("message refused", attrs...)
+	if suppressed, ok := s.mayLog(); ok {
+		attrs := []any{"ref", ref, "code", cerr.Code, "reason", cerr.Message,
+			"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route}
+		if suppressed > 0 {
+			attrs = append(attrs, "suppressed", suppressed)
+		}
+		if cerr.cause != nil {
+			s.hub.log.Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
+		} else {
+			s.hub.log.Info("message refused", attrs...)
+		}
 	}
 	if s.wire == wireV1 {
 		s.sendText(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
+	}
+}
+
+// A session logs the first refusals of a burst and then about one a
+// second, so that a flood of bad frames cannot flood the log; the next
+// line logged says how many were left out.
+const (
+	refusalLogBurst = 10
+	refusalLogRate  = 1 // lines per second after the burst
+)
+
+// mayLog reports whether a refusal is logged, and how many were not
+// since the last one that was.
+func (s *Session) mayLog() (suppressed int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logged == nil {
+		s.logged = rate.NewLimiter(refusalLogRate, refusalLogBurst)
+	}
+	if !s.logged.Allow() {
+		s.unlog++
+		return 0, false
+	}
+	suppressed, s.unlog = s.unlog, 0
+	return suppressed, true
+}
+
+// logSuppressed logs, when a session ends, the refusals it left out of the
+// log since its last logged one.
+func (s *Session) logSuppressed() {
+	s.mu.Lock()
+	n := s.unlog
+	s.unlog = 0
+	s.mu.Unlock()
+	if n > 0 {
+		s.hub.log.Info("message refusals not logged", "suppressed", n, "token", s.tokenHash, "env", s.env)
 	}
 }
 
