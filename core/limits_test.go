@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -177,5 +178,69 @@ func TestOutboundFramesFitTheSendQueue(t *testing.T) {
 				t.Errorf("case %d: a frame of %d bytes, more than MaxOutboundFrameBytes %d", i, len(frame), bound)
 			}
 		}
+	}
+}
+
+// TestLargestGrowthFitsTheSmallestValidSendQueue: with send_queue_bytes at
+// the least validation allows, a seed text of max_frame_bytes control
+// characters (six bytes each as a receiver gets them, from a sender with a
+// 32-byte env name) reaches a v1 and a seed receiver, and a resume that
+// replays it from history is not closed with 4008. At the old least value
+// (max_frame_bytes) the same message closed its v1 receiver, and would on
+// every resume.
+func TestLargestGrowthFitsTheSmallestValidSendQueue(t *testing.T) {
+	const limit = 64 << 10
+	smallest := config.MaxOutboundFrameBytes(limit)
+	for _, q := range []int{smallest - 1, smallest} {
+		cfg := config.Default()
+		cfg.Limits.MaxFrameBytes, cfg.Limits.SendQueueBytes = limit, q
+		if err := cfg.Validate(); (err == nil) != (q == smallest) {
+			t.Fatalf("send_queue_bytes %d: Validate() = %v", q, err)
+		}
+	}
+	text := strings.Repeat("\x01", limit)
+	sender := strings.Repeat("s", 32)
+	start := func(queue int) (*testRelay, *client, *client, *client) {
+		r := startRelay(t, func(c *config.Config) {
+			c.Limits.MaxFrameBytes, c.Limits.SendQueueBytes = limit, queue
+			c.Limits.MessagesPerSecond = 0
+		})
+		b, _ := r.v1("grow", "v1-in")
+		seedIn := r.dial("token=grow&env=seed-in")
+		seedOut := r.dial("token=grow&env=" + sender)
+		return r, b, seedIn, seedOut
+	}
+
+	_, b, _, seedOut := start(limit)
+	seedOut.send(text)
+	b.expectClose(CloseSlowConsumer)
+
+	r, b, seedIn, seedOut := start(smallest)
+	seedOut.send(text)
+	check := func(c *client) uint64 {
+		t.Helper()
+		m := c.readType("", "relay.presence")
+		if m["data"] != text || m["from"] != sender {
+			t.Fatalf("v1 receiver got data of %d bytes from %v, want the text", len(fmt.Sprint(m["data"])), m["from"])
+		}
+		return uint64(m["seq"].(float64))
+	}
+	seq := check(b)
+	var inner string
+	if err := json.Unmarshal([]byte(seedIn.read()), &inner); err != nil || inner != text {
+		t.Fatalf("seed receiver got %d bytes of text (%v), want the text", len(inner), err)
+	}
+
+	_ = b.conn.Close()
+	b2 := r.dial("v=1&since=0&token=grow&env=v1-in")
+	if hello := b2.readJSON(); hello["type"] != "relay.hello" || hello["data"].(map[string]any)["resumed"] != true {
+		t.Fatalf("got %v, want relay.hello resumed:true", hello)
+	}
+	if again := check(b2); again != seq {
+		t.Fatalf("replayed seq %d, want %d", again, seq)
+	}
+	seedOut.send("live")
+	if m := b2.readType("", "relay.presence"); m["data"] != "live" {
+		t.Fatalf("after the replay got %v, want the live message", m)
 	}
 }
