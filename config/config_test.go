@@ -330,3 +330,109 @@ func TestValidEnvName(t *testing.T) {
 		}
 	}
 }
+
+// ParseAll goes on past problems: what decoded is in the Config, what did
+// not keeps its default, lists keep their indexes, and handler entries that
+// could not be read are left out while the others keep their place.
+func TestParseAllKeepsWhatDecoded(t *testing.T) {
+	cleanEnv(t)
+	src, err := os.ReadFile("testdata/no_follow_on.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, probs := ParseAll(src, "relay.yaml")
+	if cfg == nil || len(probs) == 0 {
+		t.Fatalf("ParseAll = %v, %v; want a Config and problems", cfg, probs)
+	}
+	if cfg.Heartbeat.Interval != 25*time.Second || cfg.Heartbeat.Timeout != 10*time.Second {
+		t.Errorf("heartbeat = %+v, want the default interval and the file's timeout", cfg.Heartbeat)
+	}
+	if cfg.Limits.MaxFrameBytes != Default().Limits.MaxFrameBytes || cfg.Limits.SendQueueBytes != 1024 {
+		t.Errorf("limits = %+v", cfg.Limits)
+	}
+	if len(cfg.Routes) != 3 || cfg.Routes[1].Timeout != time.Minute || cfg.Routes[2].OnError != "maybe" {
+		t.Fatalf("routes = %+v", cfg.Routes)
+	}
+	hs := cfg.Routes[2].Handlers
+	if len(hs) != 1 || hs[0].Handler != "log" || hs[0].Path() != "routes[2].handlers[2]" || hs[0].Line() != 25 {
+		t.Errorf("routes[2].handlers = %+v, want only the log entry, at routes[2].handlers[2] on line 25", hs)
+	}
+	if _, err := Parse(src, "relay.yaml"); err == nil || err.Error() != probs.Error() {
+		t.Errorf("Parse error = %v, want the problems of ParseAll", err)
+	}
+}
+
+// Plugin handlers are not built when a plugins: entry has a problem and is
+// the one they may name; a route with a sound plugin keeps its entry.
+func TestParseAllLeavesOutPluginsWithProblems(t *testing.T) {
+	cleanEnv(t)
+	src := `plugins:
+  - {name: good, command: ./good}
+  - {name: bad}
+routes:
+  - match: {type: a}
+    handlers:
+      - {handler: plugin, plugin: good}
+      - {handler: plugin, plugin: bad}
+      - {handler: log}
+`
+	cfg, probs := ParseAll([]byte(src), "relay.yaml")
+	if want := "relay.yaml:3: plugins[1].command: is required: the plugin's executable"; probs.Error() != want {
+		t.Errorf("problems:\n%v\nwant\n%s", probs, want)
+	}
+	var paths []string
+	for _, h := range cfg.Routes[0].Handlers {
+		paths = append(paths, h.Path())
+	}
+	if want := []string{"routes[0].handlers[0]", "routes[0].handlers[2]"}; !reflect.DeepEqual(paths, want) {
+		t.Errorf("handlers left = %v, want %v", paths, want)
+	}
+}
+
+func TestDropUnknownHandlers(t *testing.T) {
+	cleanEnv(t)
+	src := `routes:
+  - match: {type: a}
+    handlers:
+      - handler: webhok
+        url: https://example.com
+      - handler: log
+      - {handler: frobnicate}
+`
+	cfg, err := Parse([]byte(src), "relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs := cfg.DropUnknownHandlers([]string{"filter", "log", "webhook"})
+	want := strings.Join([]string{
+		`relay.yaml:4: routes[0].handlers[0].handler: unknown handler "webhok" (did you mean webhook?)`,
+		`relay.yaml:7: routes[0].handlers[2].handler: unknown handler "frobnicate" (relay handlers lists them)`,
+	}, "\n")
+	if probs.Error() != want {
+		t.Errorf("problems:\n%v\nwant\n%s", probs, want)
+	}
+	if hs := cfg.Routes[0].Handlers; len(hs) != 1 || hs[0].Path() != "routes[0].handlers[1]" {
+		t.Errorf("handlers left = %+v, want the log entry only", hs)
+	}
+}
+
+func TestNearest(t *testing.T) {
+	known := []string{"handlers", "heartbeat", "listen", "match", "on_error", "timeout", "to", "webhook"}
+	for got, want := range map[string]string{
+		"handlrs":   "handlers", // a letter left out
+		"hanldlers": "handlers", // two letters swapped
+		"Handlers":  "handlers", // case
+		"webhok":    "webhook",
+		"timout":    "timeout",
+		"hearbeat":  "heartbeat",
+		"tx":        "to",
+		"redis_url": "", // nothing close
+		"x":         "", // too short to guess
+		"matchers":  "", // three edits in eight letters is too far
+		"on-error":  "on_error",
+	} {
+		if near := nearest(got, known); near != want {
+			t.Errorf("nearest(%q) = %q, want %q", got, near, want)
+		}
+	}
+}

@@ -27,13 +27,46 @@ func Load(path string) (*Config, error) {
 // ${VAR} and ${VAR:default}, decodes strictly over Default() (an empty file
 // gives the defaults), lets a non-empty PORT replace the port of listen, and
 // validates. name is the file name used in problems. Any failure is a
-// Problems listing everything wrong that the stage it stopped at could see.
+// Problems listing everything wrong in the file (see ParseAll).
 //
 // Without a relay.yaml, Parse(nil, "") gives the defaults with PORT applied.
 func Parse(src []byte, name string) (*Config, error) {
+	cfg, probs := ParseAll(src, name)
+	if err := probs.orNil(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// LoadAll reads the relay.yaml at path and parses it with ParseAll; err is
+// only for a file that cannot be read, and matches fs.ErrNotExist for a
+// missing one.
+func LoadAll(path string) (cfg *Config, probs Problems, err error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, probs = ParseAll(src, path)
+	return cfg, probs, nil
+}
+
+// ParseAll is Parse that does not stop at a failing stage: it returns every
+// problem of the file (values of the wrong type, unknown and duplicate keys,
+// values the rules refuse) together with the Config as far as it could be
+// read, so that a caller can go on to build the handlers and report their
+// problems in the same run. A value that failed to decode keeps its default
+// and no rule judges it; a handler entry without a handler name is left out
+// of its route, and so are the plugin handlers when an entry of plugins: has
+// a problem. Such a Config is for finding problems, never for serving.
+//
+// The Config is nil only when the text is not YAML that can be read at all:
+// a ${VAR} that is not set (the YAML is then not what the user wrote), a
+// syntax error, or a value the decoder refuses that the checks before it
+// did not foresee.
+func ParseAll(src []byte, name string) (*Config, Problems) {
 	text, probs := expand(src, name, os.LookupEnv)
 	if len(probs) > 0 {
-		return nil, probs.orNil() // the YAML is not what the user wrote
+		return nil, probs.sorted()
 	}
 	// Duplicate keys are left for the checker, which reports all of them.
 	file, err := parser.ParseBytes(text, 0, parser.AllowDuplicateMapKey())
@@ -41,25 +74,25 @@ func Parse(src []byte, name string) (*Config, error) {
 		return nil, Problems{yamlProblem(err, name, "invalid YAML: ")}
 	}
 	body, probs := document(file, name)
-	ck := checker{file: name, probs: probs, lines: map[string]int{}}
+	ck := newChecker(name, probs)
 	if body != nil {
-		ck.check(body, reflect.TypeFor[Config](), "", body.GetToken().Position.Line)
-	}
-	if len(ck.probs) > 0 {
-		return nil, ck.probs.orNil()
+		body = ck.check(body, reflect.TypeFor[Config](), "", body.GetToken().Position.Line)
 	}
 
 	cfg := Default()
 	// goccy zeroes the target when the document is empty, so only decode a body.
 	if body != nil {
 		if err := yaml.NodeToValue(body, cfg, yaml.Strict()); err != nil {
-			return nil, Problems{yamlProblem(err, name, "")}
+			return nil, append(ck.probs, yamlProblem(err, name, "")).sorted()
 		}
 	}
 	cfg.locateHandlers(name)
 	cfg.applyRouteDefaults()
-	probs = cfg.applyPort(os.Getenv("PORT"))
+	probs = append(ck.probs, cfg.applyPort(os.Getenv("PORT"))...)
 	for _, p := range cfg.problems() {
+		if ck.hasFailed(p.Path) || related[p.Path] != "" && ck.hasFailed(related[p.Path]) {
+			continue // about a default standing in for a value that failed
+		}
 		p.File = name
 		if p.Line = ck.lines[p.Path]; p.Line == 0 {
 			p.Line = ck.lines[related[p.Path]]
@@ -71,10 +104,8 @@ func Parse(src []byte, name string) (*Config, error) {
 		}
 		probs = append(probs, p)
 	}
-	if err := probs.orNil(); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	cfg.dropFailedHandlers(ck, probs)
+	return cfg, probs.sorted()
 }
 
 // document returns the body of the file's only document, nil when it has none.

@@ -84,3 +84,63 @@ func join(path, key string) string {
 func index(path string, i int) string {
 	return path + "[" + strconv.Itoa(i) + "]"
 }
+
+// didYouMean is " (did you mean NAME?)" for the nearest name, or "".
+func didYouMean(got string, known []string) string {
+	if near := nearest(got, known); near != "" {
+		return " (did you mean " + near + "?)"
+	}
+	return ""
+}
+
+// nearest returns the name in known nearest to got, or "" when none is
+// close enough to be the one meant: at most one edit in three letters (two
+// for webhok → webhook, handlrs → handlers), ignoring case. Ties go to the
+// name first in alphabetical order, so the hint is the same on every run.
+func nearest(got string, known []string) string {
+	best, bestDist := "", 0
+	limit := max(1, len(got)/3)
+	for _, k := range known {
+		d := editDistance(strings.ToLower(got), strings.ToLower(k))
+		if d > limit || d >= len(got) || d >= len(k) {
+			continue
+		}
+		if best == "" || d < bestDist || d == bestDist && k < best {
+			best, bestDist = k, d
+		}
+	}
+	if best == got {
+		return ""
+	}
+	return best
+}
+
+// editDistance is the number of single-letter insertions, deletions,
+// substitutions and swaps of neighbours that turn a into b (optimal string
+// alignment distance); a swap counts once because it is one slip of the
+// fingers.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	// Three rows of the table: i-2, i-1 and i.
+	prev2 := make([]int, len(rb)+1)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
+}

@@ -87,7 +87,7 @@ func (h *HandlerConfig) Where() string {
 	if h.node == nil {
 		return h.file
 	}
-	return fmt.Sprintf("%s:%d", h.file, h.node.GetToken().Position.Line)
+	return fmt.Sprintf("%s:%d", h.file, h.Line())
 }
 
 // Decode strictly decodes the entry's settings (every key but handler)
@@ -99,7 +99,7 @@ func (h *HandlerConfig) Decode(v any) error {
 		return nil
 	}
 	t := reflect.TypeOf(v).Elem()
-	ck := checker{file: h.file, lines: map[string]int{}}
+	ck := newChecker(h.file, nil)
 	pairs, _ := mappingPairs(h.node)
 	var rest []*ast.MappingValueNode
 	fields := yamlFields(t)
@@ -121,7 +121,12 @@ func (h *HandlerConfig) Decode(v any) error {
 			ck.add(line, p, "unknown key: handler %s takes no settings", h.Handler)
 			continue
 		case elem == nil:
-			ck.add(line, p, "unknown key for handler %s (known: %s)", h.Handler, strings.Join(sortedKeys(fields), ", "))
+			known := sortedKeys(fields)
+			if near := nearest(key, known); near != "" {
+				ck.add(line, p, "unknown key for handler %s (did you mean %s?)", h.Handler, near)
+			} else {
+				ck.add(line, p, "unknown key for handler %s (known: %s)", h.Handler, strings.Join(known, ", "))
+			}
 			continue
 		}
 		ck.check(mv.Value, elem, p, line)
@@ -180,6 +185,98 @@ func (c *Config) locateHandlers(file string) {
 			h.path = fmt.Sprintf("routes[%d].handlers[%d]", i, j)
 		}
 	}
+}
+
+// dropFailedHandlers leaves out of a Config from ParseAll the handler
+// entries that would only fail for a reason already reported: those that
+// failed to decode (no handler name), and those of the plugin handler when
+// an entry of plugins: has a problem and is the one they may name (a plugin
+// without its command would fail to start).
+func (c *Config) dropFailedHandlers(ck *checker, probs Problems) {
+	broken := map[string]bool{} // plugins[i] with a problem
+	for _, p := range probs {
+		if rest, ok := strings.CutPrefix(p.Path, "plugins["); ok {
+			broken["plugins["+rest[:strings.IndexByte(rest, ']')+1]] = true
+		}
+	}
+	sound := map[string]bool{} // names of the plugins entries without a problem
+	for i, pl := range c.Plugins {
+		if !broken[index("plugins", i)] {
+			sound[pl.Name] = true
+		}
+	}
+	brokenPlugins := len(broken) > 0 || ck.hasFailed("plugins")
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		r.Handlers = slices.DeleteFunc(r.Handlers, func(h HandlerConfig) bool {
+			if ck.hasFailed(h.path) {
+				return true
+			}
+			return brokenPlugins && h.Handler == "plugin" && !sound[h.setting("plugin")]
+		})
+	}
+}
+
+// DropUnknownHandlers reports every handler entry whose handler is not one
+// of known (the registered names), with the nearest known name when one is
+// close, and leaves those entries out of their routes, so that building the
+// routes reports only the problems of the others.
+func (c *Config) DropUnknownHandlers(known []string) Problems {
+	var probs Problems
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		r.Handlers = slices.DeleteFunc(r.Handlers, func(h HandlerConfig) bool {
+			if slices.Contains(known, h.Handler) {
+				return false
+			}
+			msg := fmt.Sprintf("unknown handler %q (relay handlers lists them)", h.Handler)
+			if near := nearest(h.Handler, known); near != "" {
+				msg = fmt.Sprintf("unknown handler %q (did you mean %s?)", h.Handler, near)
+			}
+			probs = append(probs, Problem{File: h.file, Line: h.keyLine("handler"), Path: join(h.path, "handler"), Message: msg})
+			return true
+		})
+	}
+	return probs
+}
+
+// keyLine is the line of one of the entry's keys, or of the entry when it
+// does not have that key or was built in code (0).
+func (h *HandlerConfig) keyLine(key string) int {
+	if h.node == nil {
+		return 0
+	}
+	pairs, _ := mappingPairs(h.node)
+	for _, mv := range pairs {
+		if keyText(mv.Key) == key {
+			return mv.Key.GetToken().Position.Line
+		}
+	}
+	return h.Line()
+}
+
+// Line is the line of the entry in its file, 0 for one built in code.
+func (h *HandlerConfig) Line() int {
+	if h.node == nil {
+		return 0
+	}
+	return h.node.GetToken().Position.Line
+}
+
+// File is the name of the entry's file, as given to Parse.
+func (h *HandlerConfig) File() string { return h.file }
+
+// setting is the text of one of the entry's settings, "" when it has none.
+func (h *HandlerConfig) setting(key string) string {
+	pairs, _ := mappingPairs(h.node)
+	for _, mv := range pairs {
+		if keyText(mv.Key) == key {
+			if s, ok := mv.Value.(ast.ScalarNode); ok {
+				return fmt.Sprint(s.GetValue())
+			}
+		}
+	}
+	return ""
 }
 
 // RouteName is the route's name, or its type pattern when it has none.

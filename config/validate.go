@@ -36,11 +36,13 @@ func (c *Config) Validate() error {
 
 // related names, for a rule that compares two keys, the other key: when the
 // checked key is absent from the file (a default), its problem points at the
-// line that changed the other one.
+// line that changed the other one. When the other key failed to decode, the
+// rule is not applied: it would judge the file by a default.
 var related = map[string]string{
 	"limits.send_queue_bytes": "limits.max_frame_bytes",
 	"limits.burst":            "limits.messages_per_second",
 	"heartbeat.timeout":       "heartbeat.interval",
+	"history.max_bytes":       "limits.max_frame_bytes",
 }
 
 func (c *Config) problems() Problems {

@@ -31,10 +31,11 @@ type Backplane interface {
 	// subscribers with an EventLeave; a replaced session leaves silently.
 	Leave(ctx context.Context, token, env, session string) error
 	// History returns the token's retained messages with seq > since, in
-	// order, with the newest seq assigned and whether nothing after since
-	// was lost (evicted, or since is not of this token's seq range). since
-	// 0 asks for everything retained.
-	History(ctx context.Context, token string, since uint64) (HistoryResult, error)
+	// order, at most limit of them (0: no limit), with the newest seq
+	// assigned and whether nothing after since was lost (evicted, or since
+	// is not of this token's seq range). since 0 asks for everything
+	// retained. A resume reads it a page at a time.
+	History(ctx context.Context, token string, since uint64, limit int) (HistoryResult, error)
 	Close() error
 }
 

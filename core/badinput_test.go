@@ -178,8 +178,57 @@ func TestRateLimitRefusesExcess(t *testing.T) {
 	c.expectClose(CloseTooMany)
 }
 
+// After a rate_limited refusal, what the client sent next is held back
+// (refused with the same code, naming the refused id) until that id is
+// resent; then everything goes through in the order it was resent.
+func TestRateLimitedMessageHoldsBackLaterOnes(t *testing.T) {
+	r := startRelay(t, func(c *config.Config) {
+		c.Limits.MessagesPerSecond = 2 // one token every 500 ms
+		c.Limits.Burst = 1
+	})
+	c, _ := r.v1("hold", "h5")
+	peer, _ := r.v1("hold", "miniapp")
+	c.readType("relay.presence")
+	errorFor := func(id string) map[string]any {
+		t.Helper()
+		m := c.readType("relay.error")
+		d := m["data"].(map[string]any)
+		if d["id"] != id || d["code"] != ErrRateLimited {
+			t.Fatalf("got %v, want rate_limited for %s", m, id)
+		}
+		return d
+	}
+	c.send(`{"type":"n","data":"a","id":"a"}`)
+	c.readType("relay.ack")
+	c.send(`{"type":"n","data":"b","id":"b"}`) // the bucket is empty: refused
+	errorFor("b")
+	time.Sleep(600 * time.Millisecond) // the bucket refills: c alone would pass
+	c.send(`{"type":"n","data":"c","id":"c"}`)
+	if d := errorFor("c"); !strings.Contains(d["message"].(string), `"b"`) {
+		t.Fatalf("held refusal %v does not name the refused message", d)
+	}
+	for _, id := range []string{"b", "c"} {
+		time.Sleep(600 * time.Millisecond)
+		c.send(fmt.Sprintf(`{"type":"n","data":%q,"id":%q}`, id, id))
+		if m := c.readType("relay.ack"); m["data"].(map[string]any)["id"] != id {
+			t.Fatalf("got %v, want the ack of %s", m, id)
+		}
+	}
+	for _, want := range []string{"a", "b", "c"} {
+		if got := peer.readType("n"); got["data"] != want {
+			t.Fatalf("peer got %v, want %s in order", got, want)
+		}
+	}
+}
+
 func TestSlowConsumerIsCutAndMemoryStaysBounded(t *testing.T) {
-	r := startRelay(t, func(c *config.Config) { c.Limits.MessagesPerSecond = 0 })
+	r := startRelay(t, func(c *config.Config) {
+		c.Limits.MessagesPerSecond = 0
+		// Only the queue bound may end the slow session: under CPU
+		// contention the burst can outlast the default write timeout,
+		// which would cut the socket before the close frame.
+		c.Limits.WriteTimeout = 2 * time.Minute
+	})
 	sender, _ := r.v1("slow", "h5")
 	slow := r.dial("v=1&token=slow&env=miniapp") // never reads during the burst
 	sender.readType("relay.presence")

@@ -50,3 +50,46 @@ func TestChaosExactlyOnceAcrossRandomDisconnects(t *testing.T) {
 		}
 	}
 }
+
+// With the per-connection rate limit far below what the clients send, a
+// large share of messages is refused with rate_limited and resent (with
+// everything unacked after it, in order) while connections are cut: relay
+// holds back what followed a refused message until it is resent, so every
+// message still arrives exactly once and in order.
+func TestChaosInOrderAcrossRateLimitRetries(t *testing.T) {
+	const total = 4000
+	r := startRelay(t, func(c *config.Config) {
+		c.Limits.MessagesPerSecond = 1500
+		c.Limits.Burst = 50
+		c.History.Size = 20000
+	})
+	urls := []string{r.url}
+	h5 := streamtest.NewStreamClient(t, urls, 0, "chaos-rate", "h5", total)
+	mini := streamtest.NewStreamClient(t, urls, 0, "chaos-rate", "miniapp", total)
+	h5.Pace, mini.Pace = 0, 0 // as fast as the window allows: far over the limit
+
+	stopCutting := make(chan struct{})
+	var cutters sync.WaitGroup
+	for _, c := range []*streamtest.StreamClient{h5, mini} {
+		cutters.Add(1)
+		go func() {
+			defer cutters.Done()
+			for {
+				select {
+				case <-stopCutting:
+					return
+				case <-time.After(time.Duration(100+rand.IntN(400)) * time.Millisecond):
+					c.Cut()
+				}
+			}
+		}()
+	}
+	streamtest.Exchange(t, h5, mini, total, 120*time.Second, func() {})
+	close(stopCutting)
+	cutters.Wait()
+	for _, c := range []*streamtest.StreamClient{h5, mini} {
+		if c.RateLimited() == 0 {
+			t.Errorf("%s: no message was rate limited; the test did not exercise retries", c.Env())
+		}
+	}
+}

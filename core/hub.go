@@ -99,8 +99,8 @@ func (h *Hub) join(s *Session, since *uint64) int {
 		return CloseDuplicateEnv
 	}
 	// A joining session keeps the room (and its subscription) and hears
-	// presence changes in its s.pending until the catch-up below; the
-	// messages it misses meanwhile are in the history it reads then.
+	// presence changes and messages in its s.pending until the catch-up
+	// below (see replay.go).
 	s.resuming = true
 	r.joining[s] = true
 	r.mu.Unlock()
@@ -136,7 +136,8 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	if since != nil {
 		from = *since
 	}
-	hist, err := h.bp.History(ctx, s.token, from)
+	page := s.historyPage()
+	hist, err := h.bp.History(ctx, s.token, from, page)
 	if err != nil {
 		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
 		h.leave(s)
@@ -147,7 +148,7 @@ func (h *Hub) join(s *Session, since *uint64) int {
 		h.metrics.resumes.WithLabelValues(strconv.FormatBool(resumed)).Inc()
 	}
 	if !resumed {
-		hist.Messages = nil
+		hist.Messages, page = nil, 0
 	}
 	var hello []byte
 	if s.wire == wireV1 {
@@ -158,7 +159,7 @@ func (h *Hub) join(s *Session, since *uint64) int {
 				MaxFrameBytes: h.cfg.Limits.MaxFrameBytes},
 		})
 	}
-	s.finishResume(hello, hist.Messages, hist.Last)
+	s.startReplay(hello, hist, page)
 	return 0
 }
 
@@ -292,7 +293,9 @@ func (h *Hub) accept(s *Session, m *Message) {
 		s.queuePublish(it)
 		return
 	}
+	s.keepOrder(&it)
 	if !it.publish {
+		s.single[0] = nil
 		s.answer(&it, nil)
 		return
 	}

@@ -306,7 +306,7 @@ func (b *MemoryBackplane) Leave(_ context.Context, token, env, session string) e
 	return nil
 }
 
-func (b *MemoryBackplane) History(_ context.Context, token string, since uint64) (HistoryResult, error) {
+func (b *MemoryBackplane) History(_ context.Context, token string, since uint64, limit int) (HistoryResult, error) {
 	t := b.topic(token, true)
 	defer t.mu.Unlock()
 	b.expire(t, b.now())
@@ -329,8 +329,12 @@ func (b *MemoryBackplane) History(_ context.Context, token string, since uint64)
 			hi = mid
 		}
 	}
-	res.Messages = make([]*Message, 0, len(live)-lo)
-	for _, e := range live[lo:] {
+	live = live[lo:]
+	if limit > 0 && len(live) > limit {
+		live = live[:limit]
+	}
+	res.Messages = make([]*Message, 0, len(live))
+	for _, e := range live {
 		res.Messages = append(res.Messages, e.m)
 	}
 	return res, nil

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 )
 
@@ -59,6 +60,7 @@ func (it *pubItem) size() int {
 func (s *Session) queuePublish(it pubItem) {
 	p := s.pub
 	if p == nil && !it.publish {
+		s.keepOrder(&it)
 		s.answer(&it, nil) // nothing was ever queued
 		return
 	}
@@ -70,6 +72,7 @@ func (s *Session) queuePublish(it pubItem) {
 	p.mu.Lock()
 	if !it.publish && !p.running {
 		p.mu.Unlock()
+		s.keepOrder(&it)
 		s.answer(&it, nil)
 		return
 	}
@@ -120,6 +123,7 @@ var errSessionGone = errors.New("session ended while the backplane failed; queue
 func (s *Session) publishItems(p *publisher, items []pubItem, failedBefore bool) (failed bool) {
 	batches := p.batches[:0]
 	for i := range items {
+		s.keepOrder(&items[i])
 		if items[i].publish {
 			batches = append(batches, items[i].out)
 		}
@@ -165,6 +169,7 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 			s.ack(it.id, it.seq)
 		}
 	case r.Err != nil:
+		s.holdFor(it.id, ErrUnavailable)
 		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
 		s.hub.log.Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
 		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, it.route)
@@ -175,5 +180,39 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 		if it.id != "" {
 			s.ack(it.id, r.Seq)
 		}
+	}
+}
+
+// A client resends a message refused with a retryable code (rate_limited,
+// unavailable) together with what it sent after it, in order. Those later
+// messages were already on their way when the refusal left: accepted, they
+// would overtake the resent one. So after such a refusal of a message with
+// an id, the session refuses every later message with the same code until
+// that id comes again; a client that resends in order (as the SDK does)
+// keeps its order. The hold ends with the connection. One goroutine at a
+// time uses it: the reader, or the publisher while it runs.
+
+// keepOrder turns it into a refusal while an earlier message is held back,
+// ends the hold when it is that message, and starts one when it is itself
+// refused with a retryable code.
+func (s *Session) keepOrder(it *pubItem) {
+	if s.held != "" {
+		if it.id != s.held {
+			s.hub.metrics.drops.WithLabelValues(s.heldCode).Inc()
+			*it = pubItem{id: it.id, route: it.route, refusal: &ClientError{Code: s.heldCode,
+				Message: "message " + strconv.Quote(s.held) + " was refused before this one: resend it first; later messages are refused until then, to keep their order"}}
+			return
+		}
+		s.held = ""
+	}
+	if it.refusal != nil && (it.refusal.Code == ErrRateLimited && it.route == "" || it.refusal.Code == ErrUnavailable) {
+		s.holdFor(it.id, it.refusal.Code)
+	}
+}
+
+// holdFor holds back the messages after id, refused with code.
+func (s *Session) holdFor(id, code string) {
+	if id != "" && s.held == "" {
+		s.held, s.heldCode = id, code
 	}
 }

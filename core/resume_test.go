@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	fws "github.com/fasthttp/websocket"
+
 	"github.com/pairrelay/relay/config"
 )
 
@@ -135,4 +137,61 @@ func TestRepeatedClientIDThroughRoutes(t *testing.T) {
 		t.Fatalf("peer got %v", got)
 	}
 	mini.expectSilence(150 * time.Millisecond)
+}
+
+// A gap many times the send queue is replayed a page at a time as the
+// client reads, while the peer keeps sending: every message arrives once,
+// in order, and the session is never closed as a slow consumer (before
+// paging, the whole replay was queued at once and overflowed into 4008 on
+// every retry).
+func TestResumeFarLargerThanTheSendQueue(t *testing.T) {
+	const missed, live = 3000, 1500
+	r := startRelay(t, func(c *config.Config) {
+		c.History.Size = 20000
+		c.Limits.SendQueue = 16
+		c.Limits.MessagesPerSecond = 0
+	})
+	h5, _ := r.v1("gap", "h5")
+	mini, _ := r.v1("gap", "miniapp")
+	h5.send(`{"type":"n","data":-1,"id":"first"}`)
+	h5.readType("relay.ack", "relay.presence")
+	last := seqOf(mini.readType("n"))
+	_ = mini.conn.Close()
+	for i := 0; i < missed; i++ {
+		h5.send(fmt.Sprintf(`{"type":"n","data":%d}`, i))
+	}
+	h5.send(`{"type":"sync","id":"missed"}`)
+	h5.readType("relay.ack", "relay.presence")
+
+	back := r.dial(fmt.Sprintf("v=1&token=gap&env=miniapp&since=%d", last))
+	// Live traffic while the replay runs; the client starts reading late,
+	// so the queue fills and the replay has to wait for the writer.
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := missed; i < missed+live; i++ {
+			if err := h5.conn.WriteMessage(fws.TextMessage, []byte(fmt.Sprintf(`{"type":"n","data":%d}`, i))); err != nil {
+				t.Errorf("live send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	hello := back.readJSON()
+	if hello["type"] != "relay.hello" || hello["data"].(map[string]any)["resumed"] != true {
+		t.Fatalf("hello = %v, want resumed:true", hello)
+	}
+	prev := last
+	for want := 0; want < missed+live; want++ {
+		m := back.readType("n", "sync", "relay.presence")
+		if m["data"] != float64(want) || seqOf(m) <= prev {
+			t.Fatalf("message %d: got %v (previous seq %d)", want, m, prev)
+		}
+		prev = seqOf(m)
+	}
+	<-sent
+	h5.send(`{"type":"end"}`)
+	if m := back.readJSON(); m["type"] != "end" || seqOf(m) <= prev {
+		t.Fatalf("after the replay got %v", m)
+	}
 }

@@ -72,10 +72,18 @@ type Session struct {
 
 	pub *publisher // nil until the first message through a BatchPublisher
 
+	// A message refused with a retryable code holds back the later ones
+	// until it is resent (see keepOrder).
+	held, heldCode string
+
 	// While a joining session catches up on history, live frames wait in
-	// pending so that relay.hello and the replay come first.
-	resuming bool
-	pending  []pendingFrame
+	// pending so that relay.hello and the replay come first. Live messages
+	// are in the history too, so pending drops them when it is full
+	// (pendingLost) and the replay reads the history once more instead.
+	resuming    bool
+	pending     []pendingFrame
+	pendingLost bool
+	replay      *replay // set once relay.hello is queued; see replay.go
 }
 
 type pendingFrame struct {
@@ -101,7 +109,9 @@ func (s *Session) enqueueLocked(f outFrame) (overflow bool) {
 		return false
 	}
 	limits := &s.hub.cfg.Limits
-	if len(s.queue) >= limits.SendQueue || s.queued+len(f.data) > limits.SendQueueBytes {
+	// A frame larger than the byte bound still goes out alone: a message
+	// the relay accepted must never make its receiver unable to catch up.
+	if len(s.queue) > 0 && (len(s.queue) >= limits.SendQueue || s.queued+len(f.data) > limits.SendQueueBytes) {
 		return true
 	}
 	s.queue = append(s.queue, f)
@@ -122,42 +132,20 @@ func (s *Session) slowConsumer() {
 func (s *Session) sendText(frame []byte) { s.push(nil, frame) }
 
 // push queues frame, the encoding of m (nil for a system frame), unless the
-// session is still catching up, in which case it waits its turn.
+// session is still catching up, in which case a message waits its turn, as
+// does a system frame until relay.hello is queued.
 func (s *Session) push(m *Message, frame []byte) {
 	s.mu.Lock()
 	var overflow bool
-	if s.resuming {
-		overflow = len(s.pending) >= s.hub.cfg.Limits.SendQueue
+	switch {
+	case !s.resuming || (m == nil && s.replay != nil):
+		overflow = s.enqueueLocked(outFrame{data: frame, op: opText})
+	case m != nil && len(s.pending) >= s.hub.cfg.Limits.SendQueue:
+		s.pendingLost = true
+	default:
+		overflow = m == nil && len(s.pending) >= s.hub.cfg.Limits.SendQueue
 		if !overflow {
 			s.pending = append(s.pending, pendingFrame{m: m, frame: frame})
-		}
-	} else {
-		overflow = s.enqueueLocked(outFrame{data: frame, op: opText})
-	}
-	s.mu.Unlock()
-	if overflow {
-		s.slowConsumer()
-	}
-}
-
-// finishResume queues relay.hello (v1), the replay from history, then the
-// frames that arrived meanwhile, without a gap or a repeat at the seam.
-func (s *Session) finishResume(hello []byte, replay []*Message, last uint64) {
-	s.mu.Lock()
-	pending := s.pending
-	s.pending, s.resuming = nil, false
-	overflow := false
-	if hello != nil {
-		overflow = s.enqueueLocked(outFrame{data: hello, op: opText})
-	}
-	for _, m := range replay {
-		if !overflow && m.Addressed(s.env) {
-			overflow = s.enqueueLocked(outFrame{data: s.encode(m), op: opText})
-		}
-	}
-	for _, p := range pending {
-		if !overflow && (p.m == nil || p.m.Seq > last) {
-			overflow = s.enqueueLocked(outFrame{data: p.frame, op: opText})
 		}
 	}
 	s.mu.Unlock()
@@ -192,6 +180,7 @@ func (s *Session) closeWith(code int) {
 		return
 	}
 	s.closing = true
+	s.wakeReplayLocked()
 	if code == CloseSlowConsumer {
 		s.queue, s.queued = nil, 0
 	}
@@ -212,6 +201,7 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.queue, s.queued = spare[:0], 0
+		s.wakeReplayLocked()
 		s.mu.Unlock()
 		if !s.writeBatch(batch) {
 			return
@@ -312,6 +302,7 @@ func (s *Session) stopWriting() {
 	s.closing = true
 	s.queue, s.queued = nil, 0
 	s.writing = false
+	s.wakeReplayLocked()
 	s.mu.Unlock()
 }
 
@@ -368,7 +359,12 @@ func (s *Session) run() {
 	s.mu.Lock()
 	s.closing = true
 	s.queue, s.queued = nil, 0
+	s.wakeReplayLocked()
+	replay := s.replay
 	s.mu.Unlock()
+	if replay != nil {
+		replay.done.Wait()
+	}
 	// What the reader took in is published (its answers go nowhere now)
 	// before the session leaves, as the synchronous path does.
 	if s.pub != nil {

@@ -23,6 +23,9 @@ func TestLargeFramesToASlowReaderArriveWhole(t *testing.T) {
 		c.Limits.MaxFrameBytes = 8 << 20
 		c.Limits.SendQueueBytes = 64 << 20
 		c.Limits.MessagesPerSecond = 0
+		// The reader is late on purpose; under CPU contention writing 16
+		// MiB may take longer than the default, which is not under test.
+		c.Limits.WriteTimeout = 2 * time.Minute
 	})
 	a, _ := r.v1("big", "h5")
 	b, _ := r.v1("big", "miniapp")

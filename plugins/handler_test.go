@@ -109,6 +109,15 @@ routes:
 		return c
 	}
 	a, b := dial("h5"), dial("miniapp")
+	// A seed client hears no hello: wait until both sessions joined, or
+	// the first message may be published before the receiver is there.
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(r.logs.String(), `msg="session open"`) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the two seed sessions did not open within 10s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	for _, text := range []string{`{"type":"other",  "data":{"z":1,"a" : [1,2]}}`, `{"type":"upper","data":{"text":"hi"}}`} {
 		if err := a.WriteMessage(fws.TextMessage, []byte(text)); err != nil {
 			t.Fatal(err)

@@ -22,7 +22,7 @@ import (
 func redisConfig(t *testing.T, redis *redistest.Server, prefix string) string {
 	return writeConfig(t, fmt.Sprintf(`
 listen: "127.0.0.1:0"
-limits: {messages_per_second: 0}
+limits: {messages_per_second: 0, send_queue: 32} # the history is far larger: a resume is paged
 history: {size: 20000}
 backplane: {type: redis, url: %q, prefix: %q}
 `, redis.URL(), prefix))

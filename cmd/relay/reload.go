@@ -58,12 +58,12 @@ func modTime(path string) time.Time {
 }
 
 func (r *reloader) reload(ctx context.Context, why string) {
-	cfg, err := config.Load(r.path)
+	cfg, _, err := loadConfig(ctx, r.path, true)
 	if err != nil {
 		r.log.Error("config reload refused; the running routes stay", "why", why, "err", err.Error())
 		return
 	}
-	pipeline, err := core.BuildPipeline(ctx, cfg, r.path, r.log, r.srv.Metrics())
+	pipeline, err := buildPipeline(ctx, cfg, r.path, r.log, r.srv.Metrics())
 	if err != nil {
 		r.log.Error("config reload refused; the running routes stay", "why", why, "err", err.Error())
 		return

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -91,31 +90,18 @@ func configFlag(name string, args []string) (path string, explicit bool, err err
 	return path, explicit || fset.NArg() == 1, nil
 }
 
-const builtInDefaults = "built-in defaults"
-
-// loadConfig reads path, or the built-in defaults when path was not named
-// explicitly and does not exist.
-func loadConfig(path string, explicit bool) (cfg *config.Config, source string, err error) {
-	cfg, err = config.Load(path)
-	if err != nil && !explicit && errors.Is(err, fs.ErrNotExist) {
-		cfg, err = config.Parse(nil, builtInDefaults)
-		return cfg, builtInDefaults, err
-	}
-	return cfg, path, err
-}
-
 func check(ctx context.Context, args []string, stdout io.Writer) error {
 	path, explicit, err := configFlag("check", args)
 	if err != nil {
 		return err
 	}
-	cfg, source, err := loadConfig(path, explicit)
+	cfg, source, err := loadConfig(ctx, path, explicit)
 	if err != nil {
 		return err
 	}
 	// Provisioning is part of the check: a schema that does not compile or
 	// a plugin that does not start must fail here, not at serve time.
-	pipeline, err := core.BuildPipeline(ctx, cfg, configPathOf(source, path), slog.New(slog.DiscardHandler), nil)
+	pipeline, err := buildPipeline(ctx, cfg, configPathOf(source, path), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		return err
 	}
@@ -137,7 +123,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, source, err := loadConfig(path, explicit)
+	cfg, source, err := loadConfig(ctx, path, explicit)
 	if err != nil {
 		return err
 	}
@@ -152,7 +138,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	srv := core.NewServer(cfg, log, backplane)
-	pipeline, err := core.BuildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
+	pipeline, err := buildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
 	if err != nil {
 		ln.Close()
 		return err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -323,4 +324,66 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+var updateGolden = flag.Bool("update", false, "rewrite testdata/check/*.err with the output relay check gives now")
+
+// TestCheckGolden runs relay check on each testdata/check/*.yaml, in process
+// and as the binary, and compares the whole error with the .err file beside
+// it: the file's own
+// problems, unknown handler names and the provisioning errors of the
+// handlers come in one list, in file order.
+func TestCheckGolden(t *testing.T) {
+	t.Setenv("PORT", "")
+	files, err := filepath.Glob("testdata/check/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/check/*.yaml: %v", err)
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
+			err := Run(context.Background(), []string{"check", "-c", file}, io.Discard, io.Discard)
+			if err == nil {
+				t.Fatalf("relay check %s passed; want problems", file)
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(file, ".yaml") + ".err"
+			if *updateGolden {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./cmd/relay -run TestCheckGolden -update to create it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("relay check %s:\n%s\nwant (%s):\n%s", file, got, golden, want)
+			}
+			// The binary prints the same list and exits with 1.
+			out, err := exec.Command(relayBin, "check", "-c", file).CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Errorf("relay check %s: err %v, want exit status 1", file, err)
+			}
+			if string(out) != "relay: "+string(want) {
+				t.Errorf("relay check %s printed:\n%s\nwant:\nrelay: %s", file, out, want)
+			}
+		})
+	}
+}
+
+// relay serve refuses a broken file with the same full list as relay check,
+// before it listens.
+func TestServeRefusesWithEveryProblem(t *testing.T) {
+	t.Setenv("PORT", "")
+	const file = "testdata/check/every_stage_handlers.yaml"
+	want, err := os.ReadFile(strings.TrimSuffix(file, ".yaml") + ".err")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), []string{"serve", "-c", file}, io.Discard, io.Discard)
+	if err == nil || err.Error()+"\n" != string(want) {
+		t.Fatalf("relay serve: %v\nwant:\n%s", err, want)
+	}
 }

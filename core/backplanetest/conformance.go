@@ -34,6 +34,7 @@ func Run(t *testing.T, newBackplane Factory) {
 	t.Run("ConcurrentPublishersKeepOrder", func(t *testing.T) { concurrentOrder(t, open(t, defaults())) })
 	t.Run("Unsubscribe", func(t *testing.T) { unsubscribe(t, open(t, defaults())) })
 	t.Run("HistorySince", func(t *testing.T) { historySince(t, open(t, defaults())) })
+	t.Run("HistoryPages", func(t *testing.T) { historyPages(t, open(t, defaults())) })
 	t.Run("HistoryWindowBySize", func(t *testing.T) {
 		opts := defaults()
 		opts.Size = 5
@@ -126,7 +127,7 @@ func (r *recorder) wait(t *testing.T, n int) []*core.Message {
 
 func history(t *testing.T, bp core.Backplane, token string, since uint64) core.HistoryResult {
 	t.Helper()
-	h, err := bp.History(context.Background(), token, since)
+	h, err := bp.History(context.Background(), token, since, 0)
 	if err != nil {
 		t.Fatalf("history: %v", err)
 	}
@@ -220,6 +221,44 @@ func unsubscribe(t *testing.T, bp core.Backplane) {
 	time.Sleep(50 * time.Millisecond)
 	if n := len(r.wait(t, 1)); n != 1 {
 		t.Fatalf("got %d deliveries after unsubscribe", n)
+	}
+}
+
+// historyPages reads the history a page at a time, as a resume does: each
+// page continues where the last ended, and every page knows the newest seq.
+func historyPages(t *testing.T, bp core.Backplane) {
+	token := newToken(t)
+	var seqs []uint64
+	for i := 0; i < 10; i++ {
+		m := msg(token, "h5", i)
+		publish(t, bp, m)
+		seqs = append(seqs, m.Seq)
+	}
+	since := seqs[0]
+	var got []int
+	for pages := 0; since < seqs[9]; pages++ {
+		if pages > 4 {
+			t.Fatalf("pages of 3 after seq[0] do not reach the end: %v", got)
+		}
+		h, err := bp.History(context.Background(), token, since, 3)
+		if err != nil {
+			t.Fatalf("history: %v", err)
+		}
+		if !h.Complete || h.Last != seqs[9] || len(h.Messages) == 0 || len(h.Messages) > 3 {
+			t.Fatalf("page after %d: complete %v last %d, %d messages", since, h.Complete, h.Last, len(h.Messages))
+		}
+		for _, m := range h.Messages {
+			var n int
+			_ = json.Unmarshal(m.Data, &n)
+			got = append(got, n)
+			since = m.Seq
+		}
+	}
+	if fmt.Sprint(got) != "[1 2 3 4 5 6 7 8 9]" {
+		t.Fatalf("pages gave %v", got)
+	}
+	if h, _ := bp.History(context.Background(), token, seqs[9], 3); !h.Complete || len(h.Messages) != 0 {
+		t.Fatalf("page after the newest seq: complete %v, %d messages", h.Complete, len(h.Messages))
 	}
 }
 

@@ -57,7 +57,7 @@ func waitFor(t testing.TB, what string, wait time.Duration, cond func() bool) {
 // for them), so that another instance's next publish reaches them.
 func live(t testing.TB, bp core.Backplane, token string) {
 	t.Helper()
-	if _, err := bp.History(context.Background(), token, 0); err != nil {
+	if _, err := bp.History(context.Background(), token, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -116,7 +116,7 @@ func TestMessagesRoundTripThroughRedis(t *testing.T) {
 		publish(t, a, m)
 	}
 	waitFor(t, "3 deliveries on the other instance", 5*time.Second, func() bool { return len(r.messages()) == 3 })
-	h, err := b.History(context.Background(), "tok", 0)
+	h, err := b.History(context.Background(), "tok", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestSeqNeverGoesBackWhenRedisForgetsTheToken(t *testing.T) {
 	if second.Seq <= first.Seq {
 		t.Fatalf("seq went from %d to %d after the keys vanished", first.Seq, second.Seq)
 	}
-	h, err := bp.History(context.Background(), "tok", first.Seq)
+	h, err := bp.History(context.Background(), "tok", first.Seq, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestRedisRestart(t *testing.T) {
 	if _, err := b.Publish(context.Background(), []*core.Message{msg("tok", "miniapp", 1)}); err == nil {
 		t.Fatal("publish succeeded with Redis down")
 	}
-	if _, err := b.History(context.Background(), "tok", 0); err == nil {
+	if _, err := b.History(context.Background(), "tok", 0, 0); err == nil {
 		t.Fatal("history succeeded with Redis down")
 	}
 	if _, err := b.Join(context.Background(), core.JoinRequest{Token: "tok", Env: "pc", Session: "b9"}); err == nil {

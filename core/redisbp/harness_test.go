@@ -223,11 +223,11 @@ func (g *gatedBackplane) Leave(ctx context.Context, token, env, session string) 
 	return g.Backplane.Leave(ctx, token, env, session)
 }
 
-func (g *gatedBackplane) History(ctx context.Context, token string, since uint64) (core.HistoryResult, error) {
+func (g *gatedBackplane) History(ctx context.Context, token string, since uint64, limit int) (core.HistoryResult, error) {
 	if !g.pass() {
 		return core.HistoryResult{}, errDead
 	}
-	return g.Backplane.History(ctx, token, since)
+	return g.Backplane.History(ctx, token, since, limit)
 }
 
 func (g *gatedBackplane) Close() error { return nil } // the node closes the real one

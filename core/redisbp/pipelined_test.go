@@ -228,7 +228,7 @@ func TestSessionEndingWithQueuedMessages(t *testing.T) {
 	waitFor(t, "ready again", 10*time.Second, n.bp.Ready)
 	read := metric(t, n, `relay_messages_in_total{env="h5"}`)
 	dropped := metric(t, n, `relay_drops_total{reason="unavailable"}`)
-	hist, err := n.bp.History(context.Background(), "ending", 0)
+	hist, err := n.bp.History(context.Background(), "ending", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -346,7 +346,7 @@ func (b *Backplane) catchUp(sub *subscription, until uint64) {
 	if from == 0 {
 		return
 	}
-	res, st, err := b.history(b.ctx, sub.token, sub.keys, from)
+	res, st, err := b.history(b.ctx, sub.token, sub.keys, from, 0)
 	if err != nil {
 		b.log.Warn("redis backplane: cannot catch up after a gap; live sessions may miss messages",
 			"token", shortHash(sub.token), "err", err)

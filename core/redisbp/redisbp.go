@@ -263,7 +263,10 @@ func (b *Backplane) opCtx(ctx context.Context) (context.Context, context.CancelF
 
 func ms(d time.Duration) int64 { return max(d.Milliseconds(), 1) }
 
-var errClosed = errors.New("redis backplane: closed")
+var (
+	errClosed        = errors.New("redis backplane: closed")
+	errNotSubscribed = errors.New("redis backplane: the token's channel subscription is not live yet")
+)
 
 func (b *Backplane) Publish(ctx context.Context, batch []*core.Message) (core.PublishResult, error) {
 	var r [1]core.BatchResult
@@ -418,13 +421,25 @@ func (b *Backplane) resumed(token, env string) {
 	b.resumeMu.Unlock()
 }
 
-func (b *Backplane) History(ctx context.Context, token string, since uint64) (core.HistoryResult, error) {
+func (b *Backplane) History(ctx context.Context, token string, since uint64, limit int) (core.HistoryResult, error) {
 	if b.closed.Load() {
 		return core.HistoryResult{}, errClosed
 	}
 	k := b.keys(token)
 	b.awaitSubscribed(ctx, k.channel)
-	res, _, err := b.history(ctx, token, k, since)
+	b.mu.RLock()
+	sub := b.subs[k.channel]
+	b.mu.RUnlock()
+	// A session goes live on what this instance's subscription delivers
+	// after the history it read. A subscription Redis has not confirmed yet
+	// has delivered nothing and will not catch up on what is published
+	// before its confirmation, so reading the history now would leave a
+	// gap after it: the caller must retry (a joining session is closed
+	// with 1012 and reconnects) instead.
+	if sub != nil && !isClosed(sub.ready) {
+		return core.HistoryResult{}, errNotSubscribed
+	}
+	res, _, err := b.history(ctx, token, k, since, limit)
 	if err != nil {
 		return res, err
 	}
@@ -432,10 +447,7 @@ func (b *Backplane) History(ctx context.Context, token string, since uint64) (co
 	// subscribers of the token before History returns, as with the memory
 	// backplane: a joining session then neither misses nor repeats a
 	// message at the seam between replay and live traffic.
-	b.mu.RLock()
-	sub := b.subs[k.channel]
-	b.mu.RUnlock()
-	if sub != nil && isClosed(sub.ready) {
+	if sub != nil {
 		if b.barrier(ctx) == nil {
 			for {
 				f := sub.floor.Load()
@@ -455,11 +467,11 @@ type historyState struct {
 }
 
 // history reads token's history after since.
-func (b *Backplane) history(ctx context.Context, token string, k tokenKeys, since uint64) (core.HistoryResult, historyState, error) {
+func (b *Backplane) history(ctx context.Context, token string, k tokenKeys, since uint64, limit int) (core.HistoryResult, historyState, error) {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	reply, err := historyScript.Run(ctx, b.rdb, []string{k.meta, k.hist, k.ids},
-		ms(b.opts.History.TTL), ms(b.metaKeep), strconv.FormatUint(since, 10)).Slice()
+		ms(b.opts.History.TTL), ms(b.metaKeep), strconv.FormatUint(since, 10), max(limit, 0)).Slice()
 	if err != nil {
 		return core.HistoryResult{}, historyState{}, fmt.Errorf("redis backplane: history: %w", err)
 	}

@@ -194,11 +194,11 @@ return out
 // since (0: everything retained).
 //
 //	KEYS: meta, hist, ids
-//	ARGV: ttl_ms, meta_keep_ms, since
+//	ARGV: ttl_ms, meta_keep_ms, since, limit (0: all)
 //	→ {seq, base, evicted, entry...}
 var historyScript = redis.NewScript(luaCommon + `
 local meta, hist, ids = KEYS[1], KEYS[2], KEYS[3]
-local ttl, keep, since = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, keep, since, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = clock()
 local m = load_meta(meta, now)
 local len = redis.call('LLEN', hist)
@@ -222,7 +222,9 @@ local start = since - m.evicted
 if start < 0 then start = 0 end
 local out = {m.seq, m.base, m.evicted}
 if start < len then
-  local entries = redis.call('LRANGE', hist, start, -1)
+  local stop = -1
+  if limit > 0 then stop = start + limit - 1 end
+  local entries = redis.call('LRANGE', hist, start, stop)
   for i = 1, #entries do out[#out + 1] = entries[i] end
 end
 return out

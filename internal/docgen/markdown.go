@@ -39,7 +39,14 @@ func configMarkdown(keys []*Setting, hs []Handler) []byte {
 ` + "`relay serve`" + ` reads ` + "`relay.yaml`" + ` from its working directory, or the file named with ` + "`-c FILE`" + `;
 without one it runs on the built-in defaults. Every key is optional: a key left out, or left
 empty, keeps its default. Unknown keys and values of the wrong type are errors, and
-` + "`relay check [-c FILE]`" + ` lists every problem in a file with its line. The
+` + "`relay check [-c FILE]`" + ` lists every problem in a file at once, each with its line: values of
+the wrong type, unknown keys, values out of range, unknown handler names, a handler's own
+settings, and handlers that cannot be set up (a schema or an expression that does not compile, a
+plugin that does not start). A misspelt key or handler name gets the nearest valid one
+(` + "`did you mean handlers?`" + `). A value of the wrong type keeps its default while the rest is
+checked, and no rule judges that default. Only YAML that does not parse, or a ` + "`${VAR}`" + ` that is
+not set, stops the check there, as the rest cannot be read. ` + "`relay serve`" + ` and a reload refuse
+a file with problems and give the same list. The
 [relay.yaml](../relay.yaml) shipped with relay sets every key, with comments.
 
 This page is generated from the code by ` + "`relay docs`" + `. The [handler pages](handlers/README.md)

@@ -47,6 +47,7 @@ type StreamClient struct {
 	resyncs     int // hello with resumed:false
 	reconnects  int
 	unavailable int // relay.error unavailable
+	rateLimited int // relay.error rate_limited
 	otherErrors []string
 	sessions    []string // instance names connected to, in order
 	stopped     bool
@@ -209,10 +210,17 @@ func (c *StreamClient) read(conn *fws.Conn, hello chan struct{}) {
 		case "relay.error":
 			var e struct{ ID, Code string }
 			_ = json.Unmarshal(f.Data, &e)
-			if e.Code == "unavailable" {
-				c.unavailable++
+			switch e.Code {
+			case "unavailable", "rate_limited":
+				// Retryable: resend everything unacked, in order. relay
+				// refuses what followed the refused message until then.
+				if e.Code == "unavailable" {
+					c.unavailable++
+				} else {
+					c.rateLimited++
+				}
 				c.resend, c.refused = true, true
-			} else {
+			default:
 				c.otherErrors = append(c.otherErrors, string(f.Data))
 			}
 		case "stream":
@@ -321,6 +329,13 @@ func Exchange(t testing.TB, h5, mini *StreamClient, total int, deadline time.Dur
 
 // Env is the client's env.
 func (c *StreamClient) Env() string { return c.env }
+
+// RateLimited is how many sends the relay refused with relay.error rate_limited.
+func (c *StreamClient) RateLimited() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rateLimited
+}
 
 // Unavailable is how many sends the relay refused with relay.error unavailable.
 func (c *StreamClient) Unavailable() int {
