@@ -19,15 +19,6 @@ const (
 	maxShutdown   = time.Hour
 )
 
-// MaxOutboundFrameBytes bounds the frame a receiver gets for one message
-// that met limits.max_frame_bytes (as a client sent it, or as handlers
-// returned it). The largest growth is seed text re-encoded as a JSON string,
-// where a control character takes six bytes, plus the fields relay adds
-// (from, seq, ts, id). A send queue must take such a frame when empty, or a
-// message stored in history would close its receiver with 4008 on every
-// resume.
-func MaxOutboundFrameBytes(maxFrameBytes int) int { return 6*maxFrameBytes + 1024 }
-
 // Validate reports every problem in c at once, each with its YAML path. A
 // Config from Parse carries file lines as well; one built in code has none.
 func (c *Config) Validate() error {
@@ -85,8 +76,8 @@ func (c *Config) problems() Problems {
 	if l.SendQueue < 1 {
 		add("limits.send_queue", "must be at least 1, got %d", l.SendQueue)
 	}
-	if need := MaxOutboundFrameBytes(l.MaxFrameBytes); l.SendQueueBytes < need {
-		add("limits.send_queue_bytes", "must be at least 6 × limits.max_frame_bytes + 1024 (%d) so that the largest frame a receiver can get fits, got %d", need, l.SendQueueBytes)
+	if l.SendQueueBytes < l.MaxFrameBytes {
+		add("limits.send_queue_bytes", "must be at least limits.max_frame_bytes (%d) so that one frame fits, got %d", l.MaxFrameBytes, l.SendQueueBytes)
 	}
 	if l.WriteTimeout <= 0 {
 		add("limits.write_timeout", "must be more than 0, got %s", l.WriteTimeout)
