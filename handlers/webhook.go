@@ -37,7 +37,7 @@ type Webhook struct {
 	Headers          map[string]string `yaml:"headers" doc:"Headers sent with each request, e.g. Authorization: Bearer ${WEBHOOK_SECRET}."`
 	Timeout          time.Duration     `yaml:"timeout" doc:"Longest one attempt may take (the route's timeout bounds all attempts together)." default:"3s"`
 	Retries          int               `yaml:"retries" doc:"Further attempts after a network error, a timeout or a 5xx answer, with a short backoff (100ms, 200ms, 400ms…, at most 10 retries), while the route's timeout allows. The receiver may then see a message twice: use its id." default:"0"`
-	MaxResponseBytes int64             `yaml:"max_response_bytes" doc:"Largest answer body read; a larger one is a failure." default:"1048576"`
+	MaxResponseBytes int64             `yaml:"max_response_bytes" doc:"Largest answer body read; a larger one is a failure (relay stops reading there). Each message of the answer must also meet limits.max_frame_bytes, or the webhook has failed." default:"1048576"`
 	MaxMessages      int               `yaml:"max_messages" doc:"Most messages an answer may fan out to; more is a failure." default:"100"`
 
 	client *http.Client
