@@ -43,9 +43,9 @@ type Env struct {
 
 // Limits bound what one client can make the relay hold or do.
 type Limits struct {
-	MaxFrameBytes          int           `yaml:"max_frame_bytes" doc:"Largest frame a client may send; a larger one closes the connection with 1009." default:"65536"`
+	MaxFrameBytes          int           `yaml:"max_frame_bytes" doc:"Largest frame a client may send; a larger one closes the connection with 1009. Messages that handlers return are held to it as well, measured as the frame a client would send: a larger one is a handler failure (the route's on_error decides)." default:"65536"`
 	SendQueue              int           `yaml:"send_queue" doc:"Frames queued for one connection before it counts as a slow consumer and is closed with 4008." default:"256"`
-	SendQueueBytes         int           `yaml:"send_queue_bytes" doc:"Bytes queued for one connection before it counts as a slow consumer and is closed with 4008." default:"4194304"`
+	SendQueueBytes         int           `yaml:"send_queue_bytes" doc:"Bytes queued for one connection before it counts as a slow consumer and is closed with 4008. At least max_frame_bytes. A single larger frame (a receiver gets a seed text re-encoded as a JSON string, up to 6 × max_frame_bytes + 1 KiB) still goes out when the queue is empty." default:"4194304"`
 	WriteTimeout           time.Duration `yaml:"write_timeout" doc:"Longest a single frame write may block before the connection is dropped." default:"10s"`
 	MessagesPerSecond      float64       `yaml:"messages_per_second" doc:"Sustained messages per second one connection may send; excess messages are refused with relay.error rate_limited. 0 disables." default:"100"`
 	Burst                  int           `yaml:"burst" doc:"Messages one connection may send at once above the sustained rate." default:"200"`

@@ -26,7 +26,7 @@ type Route struct {
 	Name     string          `yaml:"name" doc:"Name used in errors, logs and metrics. Default: the type pattern."`
 	Match    Match           `yaml:"match" doc:"Which messages take this route; the first route that matches wins."`
 	To       []string        `yaml:"to" doc:"Envs this route delivers to, replacing the default (every other env of the token). A message's own to still narrows it."`
-	OnError  string          `yaml:"on_error" doc:"When a handler fails (times out, its endpoint is down; not when it rejects a message on purpose): reject (the sender gets relay.error), pass (the message goes on unchanged) or drop." default:"reject"`
+	OnError  string          `yaml:"on_error" doc:"When a handler fails (times out, its endpoint is down, it returns a message larger than limits.max_frame_bytes; not when it rejects a message on purpose): reject (the sender gets relay.error handler_failed), pass (the message goes on as the handler got it) or drop." default:"reject"`
 	Timeout  time.Duration   `yaml:"timeout" doc:"Longest one handler of this route may take for one message; past it the handler has failed." default:"5s"`
 	Handlers []HandlerConfig `yaml:"handlers" doc:"The chain, run in order. Each entry names its handler and holds that handler's settings."`
 }

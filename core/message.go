@@ -160,3 +160,58 @@ func (m *Message) appendSeed(dst []byte) []byte {
 	inner = append(inner, '}')
 	return appendJSString(dst, inner)
 }
+
+// jsStringLen is the length of appendJSString's encoding of s.
+func jsStringLen(s string) int {
+	n := len(s) + 2
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t':
+			n++
+		case c < 0x20:
+			n += 5
+		}
+	}
+	return n
+}
+
+// frameSize is what limits.max_frame_bytes measures of m: the length of the
+// shortest v1 frame a client could send to make m ({"type","data","to","id"}),
+// or of the seed text while m still is that text. A message a client sent
+// measures no more than the frame it came in, so one that passes through a
+// route unchanged always meets the limit again.
+func (m *Message) frameSize() int {
+	if m.seed != nil && m.seedIntact() {
+		return len(m.seed)
+	}
+	n := len(`{"type":}`) + jsStringLen(m.Type)
+	if m.Data != nil {
+		n += len(`,"data":`) + len(m.Data)
+	}
+	if m.To != nil {
+		n += len(`,"to":[]`)
+		for i, env := range m.To {
+			n += jsStringLen(env)
+			if i > 0 {
+				n++ // the comma
+			}
+		}
+	}
+	if m.ID != "" {
+		n += len(`,"id":`) + jsStringLen(m.ID)
+	}
+	return n
+}
+
+// fitsFrame reports whether m meets a frame limit, without scanning its
+// strings when a cheap bound (every byte escaped as \u00xx) already does.
+func (m *Message) fitsFrame(limit int) bool {
+	if m.seed != nil && m.seedIntact() {
+		return len(m.seed) <= limit
+	}
+	bound := 64 + len(m.Data) + 6*(len(m.Type)+len(m.ID))
+	for _, env := range m.To {
+		bound += 6*len(env) + 3
+	}
+	return bound <= limit || m.frameSize() <= limit
+}

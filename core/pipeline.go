@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -44,13 +45,14 @@ type Pipeline struct {
 }
 
 type route struct {
-	name    string
-	match   config.Match
-	exact   bool // match.Type has no glob characters
-	to      []string
-	onError string
-	timeout time.Duration
-	steps   []step
+	name     string
+	match    config.Match
+	exact    bool // match.Type has no glob characters
+	to       []string
+	onError  string
+	timeout  time.Duration
+	maxFrame int // limits.max_frame_bytes, which what handlers return must meet
+	steps    []step
 }
 
 type step struct {
@@ -86,6 +88,12 @@ func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, l
 	if p.unmatched == "" {
 		p.unmatched = config.FateForward
 	}
+	// What handlers return is held to the limit client frames are held to:
+	// it is stored in history and sent to receivers all the same.
+	maxFrame := cfg.Limits.MaxFrameBytes
+	if maxFrame <= 0 {
+		maxFrame = config.Default().Limits.MaxFrameBytes
+	}
 	baseDir := "."
 	if configPath != "" {
 		baseDir = filepath.Dir(configPath)
@@ -94,7 +102,7 @@ func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, l
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
 		r := &route{name: rc.RouteName(), match: rc.Match, exact: !strings.ContainsAny(rc.Match.Type, `*?[\`),
-			to: rc.To, onError: rc.OnError, timeout: rc.Timeout}
+			to: rc.To, onError: rc.OnError, timeout: rc.Timeout, maxFrame: maxFrame}
 		for j := range rc.Handlers {
 			hc := &rc.Handlers[j]
 			env := ProvisionEnv{Route: r.name, BaseDir: baseDir, Config: cfg,
@@ -258,8 +266,14 @@ func (r *route) call(ctx context.Context, s *step, m *Message, start time.Time) 
 	return out, end, err
 }
 
-// settle counts a handler's result and applies on_error to a failure.
+// settle counts a handler's result and applies on_error to a failure. A
+// message too large for limits.max_frame_bytes among what the handler
+// returned makes the call a failure, so that the route's on_error decides
+// about oversized output exactly as about any other failure.
 func (r *route) settle(s *step, m *Message, out []*Message, err error) ([]*Message, error) {
+	if err == nil {
+		err = r.oversize(out)
+	}
 	if err == nil {
 		switch len(out) {
 		case 0:
@@ -274,18 +288,66 @@ func (r *route) settle(s *step, m *Message, out []*Message, err error) ([]*Messa
 	var cerr *ClientError
 	if errors.As(err, &cerr) {
 		s.results[resultRejected].Inc()
-		return nil, cerr
+		return nil, boundRejection(cerr)
 	}
 	s.results[resultFailed].Inc()
 	switch r.onError {
 	case config.FatePass:
-		return []*Message{m}, nil
+		// A handler that changed its input in place before it failed may
+		// have left nothing within the limit to pass on.
+		if m.fitsFrame(r.maxFrame) {
+			return []*Message{m}, nil
+		}
+		err = fmt.Errorf("%w; its input, changed in place, is too large to pass on", err)
 	case config.FateDrop:
 		return nil, nil
 	}
 	// The failure's details (an endpoint's address, a stack of errors) go
 	// to the log only; the sender gets the ref to quote.
 	return nil, &ClientError{Code: ErrHandlerFailed, Message: fmt.Sprintf("handler %s failed; quote the ref to the operator", s.name), cause: err}
+}
+
+// oversize is the failure of an answer holding a message larger than
+// limits.max_frame_bytes, nil when every message fits.
+func (r *route) oversize(out []*Message) error {
+	for i, o := range out {
+		if o.fitsFrame(r.maxFrame) {
+			continue
+		}
+		which := "a message"
+		if len(out) > 1 {
+			which = fmt.Sprintf("message %d of %d", i+1, len(out))
+		}
+		return fmt.Errorf("answered %s of %d bytes, more than limits.max_frame_bytes (%d)", which, o.frameSize(), r.maxFrame)
+	}
+	return nil
+}
+
+// Bounds of a handler's refusal as the sender gets it in relay.error.
+const (
+	maxRejectCode = 64
+	maxRejectText = 1000
+)
+
+// boundRejection keeps a refusal a handler made within what relay.error
+// carries: a plugin or endpoint cannot make relay send a sender a frame of
+// any size. A code too long becomes rejected; a text too long is cut.
+func boundRejection(cerr *ClientError) *ClientError {
+	if len(cerr.Code) <= maxRejectCode && len(cerr.Message) <= maxRejectText && cerr.Code != "" {
+		return cerr
+	}
+	c := *cerr // the handler may hand out one value to every caller
+	if len(c.Code) > maxRejectCode || c.Code == "" {
+		c.Code = ErrRejected
+	}
+	if len(c.Message) > maxRejectText {
+		n := maxRejectText
+		for n > 0 && !utf8.RuneStart(c.Message[n]) {
+			n--
+		}
+		c.Message = c.Message[:n] + "…"
+	}
+	return &c
 }
 
 // narrow applies a route's envs to a message's own to: the route's when the

@@ -13,7 +13,18 @@ import (
 
 // testStep is a handler kind for pipeline tests: it does what its mode says.
 type testStep struct {
-	Mode string `yaml:"mode" doc:"pass, fail, hang, reject, drop, fanout or retype."`
+	Mode  string `yaml:"mode" doc:"pass, fail, hang, reject, drop, fanout, retype, big, grow, fanbig or rejectbig."`
+	Bytes int    `yaml:"bytes" doc:"Size of the data big, grow and fanbig make: a JSON string of this many bytes, quotes included."`
+}
+
+// bigData is a JSON string of n bytes, quotes included.
+func bigData(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 'x'
+	}
+	b[0], b[n-1] = '"', '"'
+	return b
 }
 
 func (h *testStep) Handle(ctx context.Context, m *Message) ([]*Message, error) {
@@ -32,6 +43,18 @@ func (h *testStep) Handle(ctx context.Context, m *Message) ([]*Message, error) {
 		return []*Message{m, &twin}, nil
 	case "retype":
 		m.Type = "retyped"
+	case "big": // a new message, the input left as it was
+		c := *m
+		c.Data = bigData(h.Bytes)
+		return []*Message{&c}, nil
+	case "grow": // the input itself changed
+		m.Data = bigData(h.Bytes)
+	case "fanbig":
+		c := *m
+		c.Data = bigData(h.Bytes)
+		return []*Message{m, &c}, nil
+	case "rejectbig":
+		return nil, Reject(string(bigData(200)), "%s", bigData(h.Bytes))
 	}
 	return []*Message{m}, nil
 }
@@ -184,7 +207,7 @@ routes:
 	}
 	for _, want := range []string{
 		`relay.yaml:5: routes[0].handlers[0] (nosuch): unknown handler "nosuch"`,
-		`relay.yaml:9: routes[1].handlers[0].mood: unknown key for handler test-step (known: mode)`,
+		`relay.yaml:9: routes[1].handlers[0].mood: unknown key for handler test-step (known: bytes, mode)`,
 	} {
 		if indexOf(err.Error(), want) < 0 {
 			t.Errorf("error lacks %q:\n%v", want, err)

@@ -29,27 +29,15 @@ func init() {
 	})
 }
 
-// Webhook asks an HTTP endpoint what to do with each message.
-//
-// The request is a POST of {"type","data","from","to","id","ts"} (data, to
-// and id only when the message has them) as application/json. The answer:
-//
-//   - 2xx with an empty body: the message goes on unchanged;
-//   - 204: the message is dropped;
-//   - 2xx with a JSON object {"type"?, "data"?, "to"?}: it replaces the
-//     message's fields it names (other keys are an error);
-//   - 2xx with a JSON array of such objects: fan-out, one message per item,
-//     each keeping the original's sender and id ([] drops the message);
-//   - 4xx: the message is rejected, with the code and message of a body
-//     {"code","message"}, else code rejected and the body's text;
-//   - 3xx, 5xx, a network error, a timeout, a body too large or not JSON:
-//     the webhook failed (the route's on_error decides).
+// Webhook asks an HTTP endpoint what to do with each message. The request
+// and what each answer does are described in URL's doc tag, from which
+// docs/handlers/webhook.md is generated; TestWebhookAnswers covers each case.
 type Webhook struct {
-	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts}. Required."`
+	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts}, with data, to and id only when the message has them. The answer decides what happens to the message: a 2xx with an empty body passes it on unchanged; 204 drops it; a 2xx with a JSON object {type?, data?, to?} replaces the fields the object names (any other key is a failure); a 2xx with a JSON array of such objects fans it out, one message per item, each keeping the sender and id of the original ([] drops it); a 4xx rejects it, and the sender's relay.error carries the code and message of a body {code, message} (code rejected when the body has no valid code, and the body's text as message when it is not such JSON); a 3xx or 5xx, no answer within timeout, or a body larger than max_response_bytes or not JSON is a failure, which the route's on_error decides about. Required."`
 	Headers          map[string]string `yaml:"headers" doc:"Headers sent with each request, e.g. Authorization: Bearer ${WEBHOOK_SECRET}."`
 	Timeout          time.Duration     `yaml:"timeout" doc:"Longest one attempt may take (the route's timeout bounds all attempts together)." default:"3s"`
 	Retries          int               `yaml:"retries" doc:"Further attempts after a network error, a timeout or a 5xx answer, with a short backoff (100ms, 200ms, 400ms…, at most 10 retries), while the route's timeout allows. The receiver may then see a message twice: use its id." default:"0"`
-	MaxResponseBytes int64             `yaml:"max_response_bytes" doc:"Largest answer body read; a larger one is a failure." default:"1048576"`
+	MaxResponseBytes int64             `yaml:"max_response_bytes" doc:"Largest answer body read; a larger one is a failure (relay stops reading there). Each message of the answer must also meet limits.max_frame_bytes, or the webhook has failed." default:"1048576"`
 	MaxMessages      int               `yaml:"max_messages" doc:"Most messages an answer may fan out to; more is a failure." default:"100"`
 
 	client *http.Client

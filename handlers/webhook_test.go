@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -340,6 +341,27 @@ func TestWebhookConcurrent(t *testing.T) {
 	for g := 0; g < 16; g++ {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestWebhookDocsDescribeTheAnswers keeps the answer format, which endpoint
+// authors need and TestWebhookAnswers pins down, in the generated page.
+func TestWebhookDocsDescribeTheAnswers(t *testing.T) {
+	page, err := os.ReadFile("../docs/handlers/webhook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, answer := range []string{
+		"a 2xx with an empty body passes it on unchanged",
+		"204 drops it",
+		"a 2xx with a JSON object {type?, data?, to?} replaces the fields the object names",
+		"a 2xx with a JSON array of such objects fans it out",
+		"a 4xx rejects it, and the sender's relay.error carries the code and message of a body {code, message}",
+		"a 3xx or 5xx",
+	} {
+		if !strings.Contains(string(page), answer) {
+			t.Errorf("docs/handlers/webhook.md does not say %q", answer)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -28,9 +29,9 @@ func init() {
 // Handler is the plugin handler: it sends each message to a plugin process
 // over gRPC and turns the answer into the message's fate.
 type Handler struct {
-	Plugin      string `yaml:"plugin" doc:"Name of the plugin in the plugins: section. Required. Routes whose entries name the same plugin with the same config share one process; a reload that keeps both keeps the process."`
+	Plugin      string `yaml:"plugin" doc:"Name of the plugin in the plugins: section. Required. Routes whose entries name the same plugin with the same config and max_messages share one process; a reload that keeps these and limits.max_frame_bytes keeps the process."`
 	Config      any    `yaml:"config" doc:"Settings handed to the plugin (its Configure call) as JSON: any YAML value, usually a mapping. Absent: {}. A plugin that refuses its config fails relay check and relay serve with its reason."`
-	MaxMessages int    `yaml:"max_messages" doc:"Most messages one answer may fan out to; more is a failure." default:"100"`
+	MaxMessages int    `yaml:"max_messages" doc:"Most messages one answer may fan out to; more is a failure. Each message must also meet limits.max_frame_bytes, and relay reads no answer larger than max_messages × (limits.max_frame_bytes + 1 KiB) + 64 KiB: a larger one breaks the connection to the plugin, which is restarted." default:"100"`
 
 	proc      *process
 	closeOnce sync.Once
@@ -69,6 +70,11 @@ func (h *Handler) Provision(ctx context.Context, env core.ProvisionEnv) error {
 	if err != nil {
 		return fmt.Errorf("plugin %s: %v", h.Plugin, err)
 	}
+	maxFrame := config.Default().Limits.MaxFrameBytes
+	if env.Config != nil && env.Config.Limits.MaxFrameBytes > 0 {
+		maxFrame = env.Config.Limits.MaxFrameBytes
+	}
+	def.MaxAnswer = maxAnswerBytes(maxFrame, h.MaxMessages)
 	h.proc, err = acquire(ctx, def, env.Log)
 	if err != nil {
 		return fmt.Errorf("plugin %s: %v", h.Plugin, err)
@@ -96,6 +102,16 @@ func newDefinition(entry *config.Plugin, baseDir string, cfg []byte) (definition
 		return definition{}, fmt.Errorf("command %q: not found on PATH", entry.Command)
 	}
 	return definition{Name: entry.Name, Path: path, Args: entry.Args, Env: envList(entry.Env), Dir: dir, Config: cfg}, nil
+}
+
+// maxAnswerBytes is the largest answer relay reads from a plugin: as many
+// messages as max_messages allows, each within the frame limit (which the
+// pipeline checks once decoded), with room for the fields around them. The
+// bound is applied before an answer is decoded, so a plugin cannot make
+// relay allocate more than this for one call.
+func maxAnswerBytes(maxFrame, maxMessages int) int {
+	n := int64(maxMessages)*(int64(maxFrame)+1<<10) + 64<<10
+	return int(min(n, math.MaxInt32))
 }
 
 // configJSON turns the decoded YAML of config into JSON ({} when absent).

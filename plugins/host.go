@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "github.com/pairrelay/relay/plugins/internal/proto/relayplugin/v1"
@@ -47,6 +48,10 @@ type definition struct {
 	Env    []string `json:"env"` // KEY=VALUE, sorted
 	Dir    string   `json:"dir"`
 	Config []byte   `json:"config"` // JSON handed to Configure
+
+	// MaxAnswer is the largest answer read from the plugin (gRPC's limit
+	// on a received message); a larger one ends the stream.
+	MaxAnswer int `json:"max_answer"`
 }
 
 func (d *definition) key() string {
@@ -300,6 +305,9 @@ func (p *process) start() (inst *instance, err error) {
 			return r, err
 		},
 		StartTimeout: startTimeout,
+		// go-plugin lets a plugin send 2 GiB at once; relay reads no more
+		// than the largest answer it would accept.
+		GRPCDialOptions: answerLimit(p.def.MaxAnswer),
 		// What the plugin prints is logged by lineLog; go-plugin's own
 		// logger would log it a second time.
 		Logger:     hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: io.Discard}),
@@ -369,6 +377,15 @@ func (p *process) start() (inst *instance, err error) {
 		return fail("start", errors.New("not a gRPC plugin"))
 	}
 	return inst, nil
+}
+
+// answerLimit is the dial option that bounds what relay reads from a
+// plugin; none when no bound is set (go-plugin's own then applies).
+func answerLimit(n int) []grpc.DialOption {
+	if n <= 0 {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(n))}
 }
 
 // kill ends an instance. graceful: go-plugin's Shutdown call and up to 2 s

@@ -113,8 +113,9 @@ A message takes the first route, in file order, whose ` + "`match`" + ` fits it:
 matches follows [` + "`unmatched`" + `](#unmatched). The route's handlers then run in order: each passes
 the message on (as it is or changed), drops it, fans it out into several messages or rejects it
 (the sender gets ` + "`relay.error`" + `). ` + "`to`" + ` replaces the envs the result is delivered to.
-` + "`timeout`" + ` bounds each handler; a handler that fails (it times out, its endpoint is down) meets
-` + "`on_error`" + `, while a handler that rejects a message on purpose always rejects it. Senders on the
+` + "`timeout`" + ` bounds each handler; a handler that fails (it times out, its endpoint is down, it
+returns a message larger than ` + "`limits.max_frame_bytes`" + `) meets ` + "`on_error`" + `, while a handler
+that rejects a message on purpose always rejects it. Senders on the
 seed wire never see ` + "`relay.error`" + `: a rejected message is logged and counted, and goes nowhere.
 
 ### Handler entries

@@ -164,7 +164,7 @@ func Serve(h Handler) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: wire.Handshake,
 		Plugins:         wire.Plugins(service(h)),
-		GRPCServer:      plugin.DefaultGRPCServer,
+		GRPCServer:      wire.NewGRPCServer,
 		// go-plugin's own warnings go to stderr, which relay logs.
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: os.Stderr, JSONFormat: true}),
 	})

@@ -386,7 +386,7 @@ export class RelayClient {
     }
     if (typeof type !== 'string' || type.length < 1 || type.length > 128 || type.indexOf('relay.') === 0) {
       return Promise.reject(
-        new RelayError('invalid_message', 'relay: type must be 1-128 chars and must not start with "relay."'),
+        new RelayError('invalid_argument', 'relay: type must be 1-128 chars and must not start with "relay."'),
       );
     }
     const id = `${this.idPrefix}-${++this.idCounter}`;
@@ -397,7 +397,7 @@ export class RelayClient {
     try {
       frame = JSON.stringify(msg);
     } catch (e) {
-      return Promise.reject(new RelayError('invalid_message', 'relay: data is not JSON-serialisable', { cause: e }));
+      return Promise.reject(new RelayError('invalid_argument', 'relay: data is not JSON-serialisable', { cause: e }));
     }
     const size = utf8Length(frame);
     if (this.frameMax > 0 && size > this.frameMax) return Promise.reject(this.tooLarge(id));

@@ -46,10 +46,12 @@ export function terminalErrorCode(code: number): string {
 /**
  * The error every rejected `send()` promise and every `onError` handler gets.
  *
- * `code` is either a relay error code from a `relay.error` frame (for example
- * `rate_limited`, `validation`) or one of the SDK's own:
- * `closed`, `replaced`, `unauthorized`, `env_not_allowed`, `too_many_connections`,
- * `queue_overflow`, `invalid_message`, `too_large`, `bad_frame`, `handler_error`.
+ * `code` is either the code of a `relay.error` frame (for example
+ * `invalid_message`, `rate_limited`; see docs/protocol.md) or one of the SDK's
+ * own, which the relay never sends: `closed`, `replaced`, `unauthorized`,
+ * `env_not_allowed`, `too_many_connections`, `queue_overflow`,
+ * `invalid_argument`, `too_large`, `bad_frame`, `handler_error`,
+ * `transport_error`.
  */
 export class RelayError extends Error {
   /** Machine-readable error code. */

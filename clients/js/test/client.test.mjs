@@ -312,12 +312,12 @@ describe('sending', () => {
     const id = net.last.appFrames[0].id;
     net.last.frame({
       type: 'relay.error',
-      data: { id, code: 'validation', message: 'data.url is required', route: 'materials', ref: 'r-123' },
+      data: { id, code: 'invalid_message', message: 'data.url is required', route: 'materials', ref: 'r-123' },
     });
     await assert.rejects(p, (e) => {
       assert.ok(e instanceof RelayError);
       assert.ok(e instanceof Error);
-      assert.equal(e.code, 'validation');
+      assert.equal(e.code, 'invalid_message');
       assert.equal(e.message, 'data.url is required');
       assert.equal(e.ref, 'r-123');
       assert.equal(e.route, 'materials');
@@ -395,15 +395,36 @@ describe('sending', () => {
   });
 
   test('invalid types and oversized frames are rejected without touching the queue', async (t) => {
-    const { client } = setup(t, { maxFrameBytes: 100 });
-    await assert.rejects(client.send(''), (e) => e.code === 'invalid_message');
-    await assert.rejects(client.send('relay.ping'), (e) => e.code === 'invalid_message');
-    await assert.rejects(client.send('x'.repeat(129)), (e) => e.code === 'invalid_message');
+    const { net, client } = setup(t, { maxFrameBytes: 100 });
+    await assert.rejects(client.send(''), (e) => e.code === 'invalid_argument');
+    await assert.rejects(client.send('relay.ping'), (e) => e.code === 'invalid_argument');
+    await assert.rejects(client.send('x'.repeat(129)), (e) => e.code === 'invalid_argument');
+    await assert.rejects(client.send(42), (e) => e.code === 'invalid_argument');
     await assert.rejects(client.send('big', 'é'.repeat(40)), (e) => e.code === 'too_large');
     const circular = {};
     circular.self = circular;
-    await assert.rejects(client.send('c', circular), (e) => e.code === 'invalid_message');
+    await assert.rejects(client.send('c', circular), (e) => e.code === 'invalid_argument');
     assert.equal(client.queued, 0);
+    net.last.hello();
+    assert.equal(net.last.appFrames.length, 0, 'nothing refused locally was sent');
+  });
+
+  test('a local refusal and the relay\'s invalid_message have different codes', async (t) => {
+    const { net, client } = setup(t);
+    net.last.hello();
+    const local = await client.send('').then(() => assert.fail('an empty type was accepted'), (e) => e);
+    const p = client.send('addMaterial', { id: 1 });
+    const { id } = net.last.appFrames[0];
+    net.last.frame({
+      type: 'relay.error',
+      data: { id, code: 'invalid_message', message: 'data: missing property name', route: 'addMaterial', ref: 'r-1' },
+    });
+    const remote = await p.then(() => assert.fail('a refused message resolved'), (e) => e);
+    assert.ok(local instanceof RelayError && remote instanceof RelayError);
+    assert.equal(local.code, 'invalid_argument');
+    assert.equal(local.ref, undefined, 'a local error has no relay ref');
+    assert.equal(remote.code, 'invalid_message');
+    assert.equal(remote.ref, 'r-1');
   });
 
   test('close() rejects pending sends, stops reconnecting and frees the singleton', async (t) => {

@@ -75,7 +75,9 @@ function answer(result) {
   return messages.length === 0 ? { drop: {} } : { messages: { messages } };
 }
 
-const server = new grpc.Server();
+// relay may send a message larger than gRPC's default limit of 4 MiB (it
+// bounds them itself): accept any size, or a large one ends the stream.
+const server = new grpc.Server({ 'grpc.max_receive_message_length': -1 });
 
 server.addService(relay.Plugin.service, {
   Configure(call, callback) {

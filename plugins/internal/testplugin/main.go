@@ -11,12 +11,15 @@
 //	panic    a panic inside Handle
 //	badjson  answers data that is not JSON
 //	pid      data {"pid": the process id}
+//	big      one message per entry of data.sizes, each with data a JSON
+//	         string of that many bytes (quotes included)
 //	log      prints data.text to stderr and stdout, passes
 //	exit     the process exits with 2 (a crash)
 //	anything else passes unchanged
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -90,6 +93,18 @@ func (p *testPlugin) Handle(ctx context.Context, m *sdk.Message) ([]*sdk.Message
 		os.Exit(2)
 	case "pid":
 		return []*sdk.Message{m}, m.SetData(map[string]int{"pid": os.Getpid()})
+	case "big":
+		var data struct{ Sizes []int }
+		if err := m.DecodeData(&data); err != nil {
+			return nil, sdk.Reject("invalid_data", err.Error())
+		}
+		var out []*sdk.Message
+		for _, n := range data.Sizes {
+			b := bytes.Repeat([]byte{'x'}, max(n, 2))
+			b[0], b[len(b)-1] = '"', '"'
+			out = append(out, &sdk.Message{Type: "big.part", Data: b})
+		}
+		return out, nil
 	}
 	return []*sdk.Message{m}, nil
 }

@@ -8,6 +8,7 @@ package wire
 
 import (
 	"context"
+	"math"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -53,6 +54,15 @@ func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 // GRPCClient returns the client of the plugin's service.
 func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
 	return pb.NewPluginClient(c), nil
+}
+
+// NewGRPCServer is the plugin side's gRPC server. It takes a request of any
+// size: relay bounds what it sends itself (a seed client's text of
+// limits.max_frame_bytes reaches a plugin as data up to six times as large),
+// and gRPC's default limit of 4 MiB would end the one stream every call
+// shares on a larger one.
+func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(math.MaxInt32))...)
 }
 
 // Plugins is the plugin set both ends declare.

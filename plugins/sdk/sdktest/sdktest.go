@@ -52,7 +52,7 @@ func Start(t testing.TB, h sdk.Handler, config string) *Plugin {
 // relay does when it starts the plugin. Close it when done.
 func New(h sdk.Handler, config []byte) (*Plugin, error) {
 	ln := bufconn.Listen(1 << 20)
-	server := grpc.NewServer()
+	server := wire.NewGRPCServer(nil)
 	pb.RegisterPluginServer(server, bridge.Service(h))
 	go func() { _ = server.Serve(ln) }()
 	conn, err := grpc.NewClient("passthrough:///sdktest",
