@@ -421,7 +421,7 @@ func (s *Session) readFailed(err error) {
 	}
 	s.hub.metrics.drops.WithLabelValues(drop).Inc()
 	s.hub.metrics.closes.WithLabelValues(closeCodeLabel(ClosePolicy)).Inc()
-	s.hub.log.Info("connection closed: "+reason, "token", s.tokenHash, "env", s.env, "code", ClosePolicy)
+	s.hub.log.Debug("connection closed: "+reason, "token", s.tokenHash, "env", s.env, "code", ClosePolicy)
 	// The reader stops here, so the close frame goes out at once rather
 	// than through the queue the session is about to drop.
 	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ClosePolicy, reason), time.Now().Add(time.Second))

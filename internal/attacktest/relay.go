@@ -13,7 +13,6 @@ package attacktest
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,13 +29,12 @@ import (
 const DefaultMemoryLimit = 256 << 20
 
 var build struct {
-	once sync.Once
+	mu   sync.Mutex
 	dir  string
-	bin  string
-	err  error
+	bins map[string]string // package → binary
 }
 
-// Main runs the tests and removes the relay binary built for them.
+// Main runs the tests and removes the binaries built for them.
 func Main(m *testing.M) {
 	code := m.Run()
 	if build.dir != "" {
@@ -45,20 +43,29 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// relayBinary builds cmd/relay once per test binary.
-func relayBinary() (string, error) {
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "relay-attack-")
-		if build.err != nil {
-			return
+// Binary builds a main package of this module (such as
+// "github.com/pairrelay/relay/plugins/internal/testplugin") once per test
+// binary and returns its path.
+func Binary(t testing.TB, pkg string) string {
+	t.Helper()
+	build.mu.Lock()
+	defer build.mu.Unlock()
+	if bin, ok := build.bins[pkg]; ok {
+		return bin
+	}
+	if build.dir == "" {
+		dir, err := os.MkdirTemp("", "relay-attack-")
+		if err != nil {
+			t.Fatal(err)
 		}
-		build.bin = filepath.Join(build.dir, "relay")
-		cmd := exec.Command("go", "build", "-o", build.bin, "github.com/pairrelay/relay/cmd/relay")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go build ./cmd/relay: %v\n%s", err, out)
-		}
-	})
-	return build.bin, build.err
+		build.dir, build.bins = dir, map[string]string{}
+	}
+	bin := filepath.Join(build.dir, fmt.Sprint(len(build.bins), "-", filepath.Base(pkg)))
+	if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	build.bins[pkg] = bin
+	return bin
 }
 
 // Options describe the relay to start.
@@ -107,10 +114,7 @@ const maxKeptLines = 200000
 // process, its cgroup and its files go when the test ends.
 func Start(t testing.TB, opts Options) *Relay {
 	t.Helper()
-	bin, err := relayBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := Binary(t, "github.com/pairrelay/relay/cmd/relay")
 	limit := opts.MemoryLimit
 	if limit == 0 {
 		limit = DefaultMemoryLimit
@@ -282,8 +286,15 @@ type Memory struct {
 // Killed reports whether relay was OOM-killed or ended on its own.
 func (m Memory) Killed() bool { return m.OOMKills > 0 || m.Exited }
 
-// Peak is the highest of the peaks measured.
-func (m Memory) Peak() int64 { return max(m.PeakRSS, m.CgroupPeak) }
+// Peak is the peak that the limit bounds: the cgroup's peak usage when
+// there is a cgroup (VmHWM also counts file pages charged elsewhere, such
+// as the binary's text when the page cache already held it), else VmHWM.
+func (m Memory) Peak() int64 {
+	if m.Method == "/proc sampling" {
+		return m.PeakRSS
+	}
+	return m.CgroupPeak
+}
 
 func (m Memory) String() string {
 	s := fmt.Sprintf("peak RSS %s", mib(m.PeakRSS))
@@ -419,4 +430,11 @@ func (r *Relay) LogEntries() []map[string]any {
 func (r *Relay) lastLines(n int) string {
 	lines := r.LogLines()
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// LogRow logs one row of the attack table the issue asks for: the attack,
+// the peak memory, what relay shed, and the unrelated pair's p99.
+func LogRow(t testing.TB, attack, shed string, m Memory, s PairStats) {
+	t.Helper()
+	t.Logf("| %s | %s (%s) | %s | %v |", attack, mib(m.Peak()), m.Method, shed, s.P99.Round(10*time.Microsecond))
 }
