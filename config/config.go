@@ -24,6 +24,7 @@ type Config struct {
 	Wire        string         `yaml:"wire" doc:"Wire used by connections that ask for none (no v=1, no relay.v1 subprotocol) and whose env sets none: seed or v1." default:"seed"`
 	Envs        map[string]Env `yaml:"envs" doc:"Envs allowed to connect, with per-env settings. Empty: any env name matching [a-z0-9_-]{1,32}."`
 	OnDuplicate string         `yaml:"on_duplicate" doc:"A second connection for the same token+env: replace (the older gets close 4502) or reject (the newcomer gets close 4505)." default:"replace"`
+	Auth        Auth           `yaml:"auth" doc:"Who may connect and which pairing key a connection gets; envs.<env>.auth overrides it for one env."`
 	Origins     []string       `yaml:"origins" doc:"Allowed Origin header values. Empty: any Origin (the original relay's behaviour); requests without Origin are always allowed."`
 	Limits      Limits         `yaml:"limits" doc:"Per-connection and per-process limits."`
 	Heartbeat   Heartbeat      `yaml:"heartbeat" doc:"Dead peer detection."`
@@ -39,6 +40,7 @@ type Config struct {
 // Env holds the settings of one env name.
 type Env struct {
 	Wire string `yaml:"wire" doc:"Wire for plain connections of this env: seed or v1. Empty: the top-level wire."`
+	Auth Auth   `yaml:"auth" doc:"Auth for this env, replacing the top-level auth whole when it names a provider."`
 }
 
 // Limits bound what one client can make the relay hold or do.
@@ -108,6 +110,7 @@ func Default() *Config {
 		Path:        "/socket",
 		Wire:        WireSeed,
 		OnDuplicate: DuplicateReplace,
+		Auth:        defaultAuth(),
 		Limits: Limits{
 			MaxFrameBytes:          64 << 10,
 			SendQueue:              256,

@@ -80,10 +80,16 @@ func TestValidFile(t *testing.T) {
 		Envs: map[string]Env{
 			"h5":       {},
 			"miniapp":  {Wire: WireSeed},
-			"admin-v2": {Wire: WireV1},
+			"admin-v2": {Wire: WireV1, Auth: Auth{Provider: AuthNone}},
 		},
 		OnDuplicate: DuplicateReject,
-		Origins:     []string{"https://app.example.com", "https://admin.example.com"},
+		Auth: Auth{Provider: AuthJWT, JWT: JWTAuth{
+			Algorithms: []string{"HS512", "ES256"}, SecretFile: "secrets/jwt",
+			JWKSURL: "https://auth.example.com/.well-known/jwks.json", JWKSRefresh: 5 * time.Minute, JWKSMinRefetch: 10 * time.Second,
+			Issuer: "https://auth.example.com", Audience: "relay", Leeway: 5 * time.Second,
+			KeyClaim: "pair", EnvsClaim: "envs", Claims: []string{"role"},
+		}},
+		Origins: []string{"https://app.example.com", "https://admin.example.com"},
 		Limits: Limits{
 			MaxFrameBytes:          1 << 20,
 			SendQueue:              64,

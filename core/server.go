@@ -18,11 +18,17 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
 )
 
 const (
-	maxTokenLen      = 256
+	maxTokenLen = 256
+	// authKeyPrefix starts the room of every authenticated connection, so
+	// that a client of an env without auth can never join one by naming
+	// its pairing key as a raw token.
+	authKeyPrefix    = "auth:"
+	authTimeout      = 5 * time.Second
 	subprotocolV1    = "relay.v1"
 	connRequestLocal = "relay.conn"
 )
@@ -39,17 +45,22 @@ type Server struct {
 	stop     context.CancelFunc
 	bgDone   sync.WaitGroup
 
+	// nil: auth is configured but SetAuth was not called (every connection
+	// is refused). Atomic because tests set it while the listener runs.
+	auth atomic.Pointer[auth.Set]
+
 	ipMu    sync.Mutex
 	ipConns map[string]int
 }
 
 // connRequest is what the upgrade guard learned, handed to the session.
 type connRequest struct {
-	token string
-	env   string
-	wire  wireKind
-	since *uint64
-	ip    string
+	token  string
+	env    string
+	wire   wireKind
+	since  *uint64
+	ip     string
+	claims map[string]any // what auth lets handlers see; nil without auth
 }
 
 // NewServer builds a server relaying through bp.
@@ -57,6 +68,9 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	metrics := NewMetrics()
 	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics),
 		ipConns: make(map[string]int)}
+	if !cfg.UsesAuth() {
+		s.auth.Store(auth.None())
+	}
 	s.app = fiber.New(fiber.Config{
 		// Fiber's strings point into fasthttp's request buffers, which are
 		// reused once a request ends; a session outlives its upgrade
@@ -91,6 +105,19 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.hub.heartbeat(ctx) }()
 	return s
+}
+
+// SetAuth gives the server the auth providers built from its config (see
+// auth.Build). Call it before Serve. Without it a config that names a
+// provider other than none refuses every connection.
+func (s *Server) SetAuth(a *auth.Set) { s.auth.Store(a) }
+
+// authFor returns env's provider, nil when the server has none.
+func (s *Server) authFor(env string) auth.Provider {
+	if a := s.auth.Load(); a != nil {
+		return a.For(env)
+	}
+	return nil
 }
 
 // Hub returns the server's session hub.
@@ -152,6 +179,15 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	if r, ok := s.hub.bp.(interface{ Ready() bool }); ok && !r.Ready() {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "backplane unavailable"})
 	}
+	if a := s.auth.Load(); a != nil {
+		// A JWKS URL that fails is reported; only with no key at all does
+		// the instance stop taking clients.
+		if problems, fatal := a.Problems(); fatal {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "auth keys unavailable", "problems": problems})
+		} else if len(problems) > 0 {
+			return c.JSON(fiber.Map{"status": "ready", "warnings": problems})
+		}
+	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
@@ -184,21 +220,33 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return refuse(fiber.StatusServiceUnavailable, "restarting", "relay is restarting: reconnect")
 	}
-	token := c.Query("token")
-	switch {
-	case token == "":
-		return refuse(fiber.StatusBadRequest, "missing_token", "query parameter token is required")
-	case len(token) > maxTokenLen:
-		return refuse(fiber.StatusBadRequest, "bad_token", "token is longer than 256 bytes")
-	}
 	env := c.Query("env")
+	prov := s.authFor(env)
+	cred, _, cerr := auth.Credential(c.Query("token"), c.Get(fiber.HeaderSecWebSocketProtocol), c.Get(fiber.HeaderAuthorization))
+	if cerr != nil {
+		return refuse(fiber.StatusBadRequest, cerr.Code, cerr.Message)
+	}
+	authenticated := prov == nil || prov.Authenticated()
+	if !authenticated {
+		// Provider none: the token is the pairing key, checked as it always was.
+		switch {
+		case cred == "":
+			return refuse(fiber.StatusBadRequest, "missing_token", "query parameter token is required")
+		case len(cred) > maxTokenLen:
+			return refuse(fiber.StatusBadRequest, "bad_token", "token is longer than 256 bytes")
+		case s.auth.Load().AnyAuthenticated() && strings.HasPrefix(cred, authKeyPrefix):
+			// Authenticated rooms live under this prefix: a raw token must
+			// never name one of them.
+			return refuse(fiber.StatusBadRequest, "bad_token", "tokens starting with "+authKeyPrefix+" are reserved")
+		}
+	}
 	switch {
 	case env == "":
 		return refuse(fiber.StatusBadRequest, "missing_env", "query parameter env is required")
 	case !config.ValidEnvName(env):
 		return refuse(fiber.StatusBadRequest, "bad_env", "env must match [a-z0-9_-]{1,32}")
 	}
-	req := &connRequest{token: token, env: env, ip: c.IP()}
+	req := &connRequest{env: env, ip: c.IP()}
 	switch v := c.Query("v"); {
 	case v != "" && v != "1":
 		return refuse(fiber.StatusBadRequest, "unsupported_version", "v must be 1 (or absent for the env's configured wire)")
@@ -217,6 +265,28 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !s.originAllowed(origin) {
 		return refuse(fiber.StatusForbidden, "origin_not_allowed", "Origin "+origin+" is not allowed")
 	}
+	if prov == nil {
+		// auth is configured but the server was given no providers: fail closed.
+		return refuse(fiber.StatusServiceUnavailable, "auth_unavailable", "relay cannot check credentials")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	id, err := prov.Authenticate(ctx, &auth.Request{Credential: cred, Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin)})
+	cancel()
+	if err != nil {
+		ae := auth.AsError(err)
+		if ae != err {
+			s.log.Warn("auth provider failed", "env", env, "err", err.Error())
+		}
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="relay"`)
+		return refuse(fiber.StatusUnauthorized, ae.Code, ae.Message)
+	}
+	if !id.EnvAllowed(env) {
+		return refuse(fiber.StatusForbidden, "env_not_allowed", "the credential does not allow env "+env)
+	}
+	req.token, req.claims = id.Key, id.Claims
+	if authenticated {
+		req.token = authKeyPrefix + id.Key
+	}
 	// Counted from here, before draining is checked again, so that Shutdown
 	// waits for every upgrade it did not refuse.
 	open := s.hub.open.Add(1)
@@ -230,7 +300,7 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		return refuse(fiber.StatusTooManyRequests, "too_many_connections", "too many connections from this address")
 	}
 	c.Locals(connRequestLocal, req)
-	err := c.Next()
+	err = c.Next()
 	if !c.Context().Hijacked() {
 		s.hub.open.Add(-1)
 		s.releaseIP(req.ip)
@@ -303,7 +373,7 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 	}()
 	defer s.recoverSession(conn)
 	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), token: req.token,
-		tokenHash: hashToken(req.token), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+		tokenHash: hashToken(req.token), env: req.env, claims: req.claims, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
 	if !s.cfg.EnvAllowed(req.env) {
 		s.closeAtOnce(sess, CloseEnvNotAllowed)
 		return

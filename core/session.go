@@ -54,6 +54,7 @@ type Session struct {
 	token     string
 	tokenHash string
 	env       string
+	claims    map[string]any // from auth, handed to handlers with each message
 	wire      wireKind
 	room      *room
 	metrics   *envMetrics
@@ -425,7 +426,7 @@ func (s *Session) handleText(text []byte) {
 		s.queuePublish(pubItem{id: m.ID, refusal: cerr}) // after the answers of what is queued
 		return
 	}
-	m.Token, m.From, m.TS = s.token, s.env, time.Now().UnixMilli()
+	m.Token, m.From, m.TS, m.Claims = s.token, s.env, time.Now().UnixMilli(), s.claims
 	s.hub.accept(s, m)
 }
 

@@ -9,8 +9,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
 
+	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
@@ -120,6 +123,12 @@ func check(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	pipeline.Close()
+	// Keys are read and parsed here; a JWKS URL is not fetched (check works offline).
+	authSet, err := auth.Build(cfg, auth.Options{Dir: configDir(source, path), Offline: true})
+	if err != nil {
+		return err
+	}
+	authSet.Close()
 	fmt.Fprintf(stdout, "%s: ok (%d routes)\n", source, len(cfg.Routes))
 	return nil
 }
@@ -151,7 +160,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	authSet, err := auth.Build(cfg, auth.Options{Dir: configDir(source, path), Log: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer authSet.Close()
+	warnOpenListener(log, ln.Addr(), authSet)
 	srv := core.NewServer(cfg, log, backplane)
+	srv.SetAuth(authSet)
 	pipeline, err := core.BuildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
 	if err != nil {
 		ln.Close()
@@ -181,6 +198,35 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
 	return nil
+}
+
+// configDir is where relative file names of the config start from.
+func configDir(source, path string) string {
+	if source == builtInDefaults {
+		return ""
+	}
+	return filepath.Dir(path)
+}
+
+// warnOpenListener warns when relay listens beyond loopback while some env
+// admits anyone who names a token (provider none).
+func warnOpenListener(log *slog.Logger, addr net.Addr, a *auth.Set) {
+	open := a.Unauthenticated()
+	if len(open) == 0 {
+		return
+	}
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return
+	}
+	scope := "every env"
+	if open[0] != "" || len(open) > 1 {
+		scope = "envs " + strings.Join(open, ", ")
+		if open[0] == "" {
+			scope = "envs without their own auth and " + strings.Join(open[1:], ", ")
+		}
+	}
+	log.Warn("relay listens beyond loopback with auth provider none: anyone who knows a token can read its history, join it and replace its clients; configure auth (see docs/auth.md)",
+		"addr", addr.String(), "unauthenticated", scope)
 }
 
 // newLogger writes JSON lines Cloud Logging understands (severity, message)

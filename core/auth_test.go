@@ -1,0 +1,423 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/pairrelay/relay/auth"
+	"github.com/pairrelay/relay/config"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef-test-secret"
+
+// logSink collects every log line of a relay so that a test can check that
+// no credential was ever written.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logSink) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logSink) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// authRelay is a relay with auth providers built from its config, as
+// relay serve builds them.
+type authRelay struct {
+	*testRelay
+	log     *logSink
+	secrets []string // credentials the test used: none may appear in the log
+}
+
+func startAuthRelay(t testing.TB, mutate ...func(*config.Config)) *authRelay {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Wire = config.WireV1
+	for _, m := range mutate {
+		m(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	sink := &logSink{}
+	log := slog.New(slog.NewJSONHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	set, err := auth.Build(cfg, auth.Options{Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp := NewMemoryBackplane(cfg.History)
+	srv := NewServer(cfg, log, bp)
+	srv.SetAuth(set)
+	go func() { _ = srv.Serve(ln) }()
+	r := &authRelay{testRelay: &testRelay{srv: srv, url: "ws://" + ln.Addr().String() + cfg.Path, http: "http://" + ln.Addr().String()}, log: sink}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = bp.Close()
+		set.Close()
+		for _, s := range r.secrets {
+			if strings.Contains(sink.String(), s) {
+				t.Errorf("a credential appears in the log:\n%s", sink.String())
+			}
+		}
+	})
+	return r
+}
+
+// hsAuth configures HS256 JWTs for every env.
+func hsAuth(c *config.Config) {
+	c.Auth = config.Auth{Provider: config.AuthJWT, JWT: config.JWTAuth{
+		Algorithms: []string{"HS256"}, Secret: testSecret, Issuer: "https://backend.test", Audience: "relay",
+		KeyClaim: "sub", EnvsClaim: "", Claims: []string{"role"},
+	}}
+}
+
+// signHS signs claims with HS256 and the test secret; exp defaults to 1h ahead.
+func signHS(t testing.TB, claims jwt.MapClaims) string {
+	t.Helper()
+	return sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims)
+}
+
+func sign(t testing.TB, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	c := jwt.MapClaims{"iss": "https://backend.test", "aud": "relay", "exp": time.Now().Add(time.Hour).Unix()}
+	for k, v := range claims {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	s, err := jwt.NewWithClaims(method, c).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// refusal dials and expects an HTTP refusal before the upgrade; it returns
+// the status and the JSON body's error code.
+func (r *authRelay) refusal(t *testing.T, query string, header http.Header) (int, string) {
+	t.Helper()
+	r.testRelay.t = t
+	c, err := r.tryDial(query, header)
+	if err == nil {
+		c.conn.Close()
+		t.Fatalf("dial %s: admitted, want a refusal", redact(query))
+	}
+	if c.resp == nil {
+		t.Fatalf("dial %s: %v, want an HTTP refusal", redact(query), err)
+	}
+	body, _ := io.ReadAll(c.resp.Body)
+	var e struct{ Error, Message string }
+	if jerr := json.Unmarshal(body, &e); jerr != nil {
+		t.Fatalf("refusal body %q is not JSON: %v", body, jerr)
+	}
+	for _, s := range r.secrets {
+		if strings.Contains(string(body), s) {
+			t.Fatalf("the refusal body holds the credential: %s", body)
+		}
+	}
+	return c.resp.StatusCode, e.Error
+}
+
+func redact(query string) string {
+	if i := strings.Index(query, "token="); i >= 0 {
+		return query[:i] + "token=…"
+	}
+	return query
+}
+
+// admit dials a v1 client and consumes its relay.hello.
+func (r *authRelay) admit(t *testing.T, query string, header http.Header) (*client, map[string]any) {
+	t.Helper()
+	r.testRelay.t = t
+	c, err := r.tryDial(query, header)
+	if err != nil {
+		var body []byte
+		if c.resp != nil {
+			body, _ = io.ReadAll(c.resp.Body)
+		}
+		t.Fatalf("dial %s: %v %s", redact(query), err, body)
+	}
+	hello := c.readJSON()
+	if hello["type"] != "relay.hello" {
+		t.Fatalf("first frame %v, want relay.hello", hello)
+	}
+	return c, hello["data"].(map[string]any)
+}
+
+func tokenQuery(token, env string) string {
+	return "token=" + url.QueryEscape(token) + "&env=" + env
+}
+
+func TestJWTMatrix(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	// Both an HS and an RS algorithm are allowed, the setting in which key
+	// confusion would bite: an HS256 token "signed" with the RSA public key
+	// as its secret must still fail.
+	r := startAuthRelay(t, hsAuth, func(c *config.Config) {
+		c.Auth.JWT.Algorithms = []string{"HS256", "RS256"}
+		c.Auth.JWT.PublicKey = string(pubPEM)
+		c.Auth.JWT.Leeway = 0
+	})
+	unsigned, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "aud": "relay",
+		"iss": "https://backend.test", "exp": time.Now().Add(time.Hour).Unix()}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Hour).Unix()
+	cases := []struct {
+		name  string
+		token string
+		code  string // "" admits
+	}{
+		{"valid HS256", signHS(t, jwt.MapClaims{"sub": "alice"}), ""},
+		{"valid RS256", sign(t, jwt.SigningMethodRS256, rsaKey, jwt.MapClaims{"sub": "alice"}), ""},
+		{"expired", signHS(t, jwt.MapClaims{"sub": "alice", "exp": past}), "token_expired"},
+		{"no exp", signHS(t, jwt.MapClaims{"sub": "alice", "exp": nil}), "unauthorized"},
+		{"nbf in the future", signHS(t, jwt.MapClaims{"sub": "alice", "nbf": time.Now().Add(time.Hour).Unix()}), "unauthorized"},
+		{"wrong aud", signHS(t, jwt.MapClaims{"sub": "alice", "aud": "other"}), "unauthorized"},
+		{"wrong iss", signHS(t, jwt.MapClaims{"sub": "alice", "iss": "https://evil.test"}), "unauthorized"},
+		{"alg none", unsigned, "unauthorized"},
+		{"HS256 signed with the RSA public key", sign(t, jwt.SigningMethodHS256, pubPEM, jwt.MapClaims{"sub": "alice"}), "unauthorized"},
+		{"HS256 signed with another secret", sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("x", 40)), jwt.MapClaims{"sub": "alice"}), "unauthorized"},
+		{"HS512 not in the allow-list", sign(t, jwt.SigningMethodHS512, []byte(testSecret), jwt.MapClaims{"sub": "alice"}), "unauthorized"},
+		{"no sub", signHS(t, jwt.MapClaims{"role": "admin"}), "unauthorized"},
+		{"not a JWT", "alice", "unauthorized"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r.secrets = append(r.secrets, tc.token)
+			q := tokenQuery(tc.token, "h5")
+			if tc.code == "" {
+				c, _ := r.admit(t, q, nil)
+				c.conn.Close()
+				return
+			}
+			status, code := r.refusal(t, q, nil)
+			if status != http.StatusUnauthorized || code != tc.code {
+				t.Fatalf("refused with %d %s, want 401 %s", status, code, tc.code)
+			}
+		})
+	}
+}
+
+func TestAuthTransports(t *testing.T) {
+	r := startAuthRelay(t, hsAuth)
+	tok := signHS(t, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok)
+	sub := auth.SubprotocolPrefix + base64.RawURLEncoding.EncodeToString([]byte(tok))
+
+	t.Run("token query", func(t *testing.T) {
+		c, _ := r.admit(t, tokenQuery(tok, "h5"), nil)
+		c.conn.Close()
+	})
+	t.Run("subprotocol beside relay.v1", func(t *testing.T) {
+		c, _ := r.admit(t, "env=h5", http.Header{"Sec-WebSocket-Protocol": {"relay.v1, " + sub}})
+		defer c.conn.Close()
+		// The server must pick relay.v1 and never echo the credential.
+		if got := c.resp.Header.Get("Sec-WebSocket-Protocol"); got != "relay.v1" {
+			t.Fatalf("selected subprotocol %q, want relay.v1", got)
+		}
+		if c.conn.Subprotocol() != "relay.v1" {
+			t.Fatalf("connection subprotocol %q", c.conn.Subprotocol())
+		}
+	})
+	t.Run("Authorization header", func(t *testing.T) {
+		c, _ := r.admit(t, "env=h5&v=1", http.Header{"Authorization": {"Bearer " + tok}})
+		c.conn.Close()
+	})
+	t.Run("no credential", func(t *testing.T) {
+		if status, code := r.refusal(t, "env=h5&v=1", nil); status != http.StatusUnauthorized || code != "unauthorized" {
+			t.Fatalf("refused with %d %s, want 401 unauthorized", status, code)
+		}
+	})
+	t.Run("two transports", func(t *testing.T) {
+		status, code := r.refusal(t, tokenQuery(tok, "h5"), http.Header{"Authorization": {"Bearer " + tok}})
+		if status != http.StatusBadRequest || code != "bad_credential" {
+			t.Fatalf("refused with %d %s, want 400 bad_credential", status, code)
+		}
+	})
+	t.Run("subprotocol that is not base64url", func(t *testing.T) {
+		status, code := r.refusal(t, "env=h5", http.Header{"Sec-WebSocket-Protocol": {"relay.v1, relay.auth.a+b/c"}})
+		if status != http.StatusBadRequest || code != "bad_credential" {
+			t.Fatalf("refused with %d %s, want 400 bad_credential", status, code)
+		}
+	})
+	t.Run("expired in the subprotocol", func(t *testing.T) {
+		old := signHS(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()})
+		r.secrets = append(r.secrets, old)
+		h := http.Header{"Sec-WebSocket-Protocol": {"relay.v1, " + auth.SubprotocolPrefix + base64.RawURLEncoding.EncodeToString([]byte(old))}}
+		if status, code := r.refusal(t, "env=h5", h); status != http.StatusUnauthorized || code != "token_expired" {
+			t.Fatalf("refused with %d %s, want 401 token_expired", status, code)
+		}
+	})
+}
+
+// claimsStep shows a handler what auth let it see: it replaces the data with
+// the message's claims.
+type claimsStep struct{}
+
+func (*claimsStep) Handle(_ context.Context, m *Message) ([]*Message, error) {
+	b, err := json.Marshal(m.Claims)
+	if err != nil {
+		return nil, err
+	}
+	m.Data = b
+	return []*Message{m}, nil
+}
+
+func init() {
+	RegisterHandler(HandlerSpec{Name: "test-claims", Summary: "test only", New: func() Handler { return &claimsStep{} }})
+}
+
+// Two different JWTs (an H5 page's and a mini program's) pair by their sub,
+// and handlers see the chosen claims but not the others.
+func TestJWTPairsBySubAndShowsClaims(t *testing.T) {
+	r := startAuthRelay(t, hsAuth)
+	r.srv.hub.SetPipeline(pipelineFrom(t, "routes: [{match: {type: who}, handlers: [{handler: test-claims}]}]"))
+	h5Tok := signHS(t, jwt.MapClaims{"sub": "alice", "role": "editor", "secret_note": "x", "jti": "h5-1"})
+	mpTok := signHS(t, jwt.MapClaims{"sub": "alice", "role": "viewer", "jti": "mp-9"})
+	r.secrets = append(r.secrets, h5Tok, mpTok)
+	h5, _ := r.admit(t, tokenQuery(h5Tok, "h5"), nil)
+	mp, hello := r.admit(t, "env=miniapp", http.Header{"Authorization": {"Bearer " + mpTok}})
+	if peers := hello["peers"].([]any); len(peers) != 1 || peers[0] != "h5" {
+		t.Fatalf("miniapp's peers %v, want [h5]: the two JWTs did not pair", peers)
+	}
+	h5.readType("relay.presence")
+	h5.send(`{"type":"who","data":{}}`)
+	got := mp.readType("who")
+	if data, _ := json.Marshal(got["data"]); string(data) != `{"role":"editor"}` {
+		t.Fatalf("handler saw claims %s, want only role of the sender", data)
+	}
+	// Another sub is another room.
+	bobTok := signHS(t, jwt.MapClaims{"sub": "bob"})
+	r.secrets = append(r.secrets, bobTok)
+	_, hello = r.admit(t, tokenQuery(bobTok, "miniapp"), nil)
+	if peers := hello["peers"].([]any); len(peers) != 0 {
+		t.Fatalf("bob sees peers %v", peers)
+	}
+}
+
+// The attacks of issue 11, replayed: a client that knows the pairing key
+// (sub) but holds no valid JWT for it gets nothing.
+func TestAuthAttacksRefused(t *testing.T) {
+	r := startAuthRelay(t, hsAuth, func(c *config.Config) {
+		c.Auth.JWT.EnvsClaim = "envs"
+		c.Envs = map[string]config.Env{"h5": {}, "miniapp": {}}
+	})
+	h5Tok := signHS(t, jwt.MapClaims{"sub": "alice", "envs": []string{"h5"}})
+	mpTok := signHS(t, jwt.MapClaims{"sub": "alice", "envs": []string{"miniapp"}})
+	r.secrets = append(r.secrets, h5Tok, mpTok)
+	h5, _ := r.admit(t, tokenQuery(h5Tok, "h5"), nil)
+	mp, _ := r.admit(t, tokenQuery(mpTok, "miniapp"), nil)
+	h5.readType("relay.presence")
+	h5.send(`{"type":"secret","data":{"n":1}}`)
+	mp.readType("secret")
+
+	for _, q := range []string{
+		"token=alice&env=h5&since=0",      // read history with the raw key
+		"token=alice&env=pc",              // join as a new env
+		"token=alice&env=miniapp",         // replace the mini program
+		"token=auth:alice&env=h5&since=0", // name the authenticated room itself
+	} {
+		if status, code := r.refusal(t, q, nil); status != http.StatusUnauthorized {
+			t.Errorf("%s: refused with %d %s, want 401", q, status, code)
+		}
+	}
+	// A valid JWT of alice that allows only h5 cannot replace (or spoof) the
+	// mini program.
+	if status, code := r.refusal(t, tokenQuery(h5Tok, "miniapp")+"&since=0", nil); status != http.StatusForbidden || code != "env_not_allowed" {
+		t.Errorf("h5's JWT as miniapp: refused with %d %s, want 403 env_not_allowed", status, code)
+	}
+	// Another user's valid JWT lands in another room: no history of alice.
+	eveTok := signHS(t, jwt.MapClaims{"sub": "eve", "envs": []string{"miniapp"}})
+	r.secrets = append(r.secrets, eveTok)
+	eve, hello := r.admit(t, tokenQuery(eveTok, "miniapp")+"&since=0", nil)
+	if peers := hello["peers"].([]any); len(peers) != 0 {
+		t.Fatalf("eve sees alice's peers %v", peers)
+	}
+	// The real pair is untouched: still connected, still talking.
+	mp.send(`{"type":"still","data":{}}`)
+	if m := h5.readType("still"); m["from"] != "miniapp" {
+		t.Fatalf("from %v", m["from"])
+	}
+	eve.expectSilence(200 * time.Millisecond)
+}
+
+// With one env on provider none and another on jwt, a raw token can never
+// reach the authenticated room, even by spelling its internal name.
+func TestAuthMixedEnvsKeepRoomsApart(t *testing.T) {
+	r := startAuthRelay(t, func(c *config.Config) {
+		hsAuth(c)
+		c.Envs = map[string]config.Env{"h5": {}, "kiosk": {Auth: config.Auth{Provider: config.AuthNone}}}
+	})
+	tok := signHS(t, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok)
+	h5, _ := r.admit(t, tokenQuery(tok, "h5"), nil)
+	h5.send(`{"type":"private","data":{}}`)
+	if status, code := r.refusal(t, "token=auth:alice&env=kiosk&since=0", nil); status != http.StatusBadRequest || code != "bad_token" {
+		t.Fatalf("reserved prefix: %d %s, want 400 bad_token", status, code)
+	}
+	kiosk, hello := r.admit(t, "token=alice&env=kiosk&since=0", nil)
+	if peers := hello["peers"].([]any); len(peers) != 0 {
+		t.Fatalf("the unauthenticated kiosk sees %v of alice's authenticated room", peers)
+	}
+	kiosk.expectSilence(200 * time.Millisecond) // no replayed history either
+}
+
+func TestAuthConfiguredButNotGivenFailsClosed(t *testing.T) {
+	cfg := config.Default()
+	hsAuth(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp := NewMemoryBackplane(cfg.History)
+	srv := NewServer(cfg, slog.New(slog.DiscardHandler), bp)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()); _ = bp.Close() })
+	r := &authRelay{testRelay: &testRelay{t: t, srv: srv, url: "ws://" + ln.Addr().String() + cfg.Path}}
+	if status, code := r.refusal(t, "token=alice&env=h5", nil); status != http.StatusServiceUnavailable || code != "auth_unavailable" {
+		t.Fatalf("refused with %d %s, want 503 auth_unavailable", status, code)
+	}
+}
