@@ -70,7 +70,7 @@ func newJWT(a config.Auth, at string, opts Options) (Provider, error) {
 			return nil, fmt.Errorf("%s.jwt.%s: %w", at, where, err)
 		}
 		if !anyAlgFits(c.Algorithms, key) {
-			return nil, fmt.Errorf("%s.jwt.%s: a %s key, but algorithms lists no algorithm that verifies with it", at, where, keyKind(key))
+			return nil, fmt.Errorf("%s.jwt.%s: the key is %s, but algorithms lists no algorithm that verifies with it", at, where, keyKind(key))
 		}
 		p.static = key
 	}

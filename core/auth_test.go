@@ -3,6 +3,8 @@ package core
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -11,6 +13,7 @@ import (
 	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -419,5 +422,190 @@ func TestAuthConfiguredButNotGivenFailsClosed(t *testing.T) {
 	r := &authRelay{testRelay: &testRelay{t: t, srv: srv, url: "ws://" + ln.Addr().String() + cfg.Path}}
 	if status, code := r.refusal(t, "token=alice&env=h5", nil); status != http.StatusServiceUnavailable || code != "auth_unavailable" {
 		t.Fatalf("refused with %d %s, want 503 auth_unavailable", status, code)
+	}
+}
+
+// keyServer serves a JWKS that the test rotates, counting fetches.
+type keyServer struct {
+	mu      sync.Mutex
+	keys    []map[string]string
+	fetches int
+	srv     *http.Server
+	url     string
+}
+
+func startKeyServer(t *testing.T) *keyServer {
+	t.Helper()
+	ks := &keyServer{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks.url = "http://" + ln.Addr().String() + "/.well-known/jwks.json"
+	ks.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		ks.mu.Lock()
+		defer ks.mu.Unlock()
+		ks.fetches++
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": ks.keys})
+	})}
+	go func() { _ = ks.srv.Serve(ln) }()
+	t.Cleanup(func() { _ = ks.srv.Close() })
+	return ks
+}
+
+func (ks *keyServer) serve(keys ...map[string]string) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	ks.keys = keys
+}
+
+func (ks *keyServer) count() int {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.fetches
+}
+
+func rsaJWK(kid string, k *rsa.PrivateKey) map[string]string {
+	e := big.NewInt(int64(k.E)).Bytes()
+	return map[string]string{"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+		"n": base64.RawURLEncoding.EncodeToString(k.N.Bytes()), "e": base64.RawURLEncoding.EncodeToString(e)}
+}
+
+func ecJWK(kid string, k *ecdsa.PrivateKey) map[string]string {
+	b, err := k.PublicKey.Bytes() // 0x04 || X || Y
+	if err != nil {
+		panic(err)
+	}
+	return map[string]string{"kty": "EC", "kid": kid, "crv": "P-256",
+		"x": base64.RawURLEncoding.EncodeToString(b[1:33]), "y": base64.RawURLEncoding.EncodeToString(b[33:])}
+}
+
+func signKid(t testing.TB, method jwt.SigningMethod, kid string, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	c := jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}
+	for k, v := range claims {
+		c[k] = v
+	}
+	tok := jwt.NewWithClaims(method, c)
+	tok.Header["kid"] = kid
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func jwksAuth(url string, refresh, minRefetch time.Duration) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Auth = config.Auth{Provider: config.AuthJWT, JWT: config.JWTAuth{
+			Algorithms: []string{"RS256", "ES256"}, JWKSURL: url, JWKSRefresh: refresh, JWKSMinRefetch: minRefetch, KeyClaim: "sub",
+		}}
+	}
+}
+
+func (r *authRelay) readyz(t *testing.T) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(r.http + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+func TestJWKSRotationRefetchesOnceForAnUnknownKid(t *testing.T) {
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := startKeyServer(t)
+	ks.serve(rsaJWK("k1", k1))
+	// Neither the timer nor retries fetch during the test: every fetch
+	// after the first is one an unknown kid caused.
+	r := startAuthRelay(t, jwksAuth(ks.url, time.Hour, time.Hour))
+	if n := ks.count(); n != 1 {
+		t.Fatalf("%d fetches at start, want 1", n)
+	}
+	tok1 := signKid(t, jwt.SigningMethodRS256, "k1", k1, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok1)
+	c, _ := r.admit(t, tokenQuery(tok1, "h5"), nil)
+	c.conn.Close()
+
+	ks.serve(ecJWK("k2", k2)) // the issuer rotates: k1 retired, k2 new
+	tok2 := signKid(t, jwt.SigningMethodES256, "k2", k2, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok2)
+	c, _ = r.admit(t, tokenQuery(tok2, "miniapp"), nil)
+	c.conn.Close()
+	if n := ks.count(); n != 2 {
+		t.Fatalf("%d fetches after a token with a new kid, want 2", n)
+	}
+	// Another unknown kid right after: refused without a fetch (rate limit).
+	k3, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tok3 := signKid(t, jwt.SigningMethodES256, "k3", k3, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok3)
+	if status, _ := r.refusal(t, tokenQuery(tok3, "h5"), nil); status != http.StatusUnauthorized {
+		t.Fatalf("unknown kid: %d, want 401", status)
+	}
+	// The retired key no longer verifies.
+	if status, _ := r.refusal(t, tokenQuery(tok1, "h5"), nil); status != http.StatusUnauthorized {
+		t.Fatalf("retired kid: %d, want 401", status)
+	}
+	if n := ks.count(); n != 2 {
+		t.Fatalf("%d fetches, want still 2: unknown kids must not make relay hammer the key server", n)
+	}
+	// A token claiming RS256 with the EC key's kid is refused: a key serves
+	// only algorithms of its kind.
+	forged := signKid(t, jwt.SigningMethodRS256, "k2", k1, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, forged)
+	if status, _ := r.refusal(t, tokenQuery(forged, "h5"), nil); status != http.StatusUnauthorized {
+		t.Fatalf("alg of another kind for kid k2: %d, want 401", status)
+	}
+}
+
+func TestJWKSDownKeepsCachedKeysAndIsReported(t *testing.T) {
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ks := startKeyServer(t)
+	ks.serve(ecJWK("k1", k1))
+	r := startAuthRelay(t, jwksAuth(ks.url, time.Second, time.Second))
+	if status, body := r.readyz(t); status != http.StatusOK || body["warnings"] != nil {
+		t.Fatalf("/readyz %d %v before the key server went down", status, body)
+	}
+	_ = ks.srv.Close()
+	eventually(t, "/readyz to report the failing JWKS", func() bool {
+		status, body := r.readyz(t)
+		return status == http.StatusOK && body["warnings"] != nil
+	})
+	_, body := r.readyz(t)
+	if w := body["warnings"].([]any); !strings.Contains(w[0].(string), ks.url) {
+		t.Fatalf("warning %v does not name the URL", w)
+	}
+	tok := signKid(t, jwt.SigningMethodES256, "k1", k1, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok)
+	c, _ := r.admit(t, tokenQuery(tok, "h5"), nil)
+	c.conn.Close()
+	if !strings.Contains(r.log.String(), "JWKS fetch failed") {
+		t.Fatalf("the failing fetch was not logged:\n%s", r.log.String())
+	}
+}
+
+func TestJWKSUnreachableFromStartIsNotReady(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String() + "/jwks.json"
+	ln.Close() // nothing listens there now
+	r := startAuthRelay(t, jwksAuth(dead, time.Hour, time.Hour))
+	status, body := r.readyz(t)
+	if status != http.StatusServiceUnavailable || body["status"] != "auth keys unavailable" {
+		t.Fatalf("/readyz %d %v, want 503 auth keys unavailable", status, body)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tok := signKid(t, jwt.SigningMethodES256, "k1", k, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok)
+	if status, _ := r.refusal(t, tokenQuery(tok, "h5"), nil); status != http.StatusUnauthorized {
+		t.Fatalf("no keys: %d, want 401", status)
 	}
 }
