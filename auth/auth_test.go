@@ -244,3 +244,43 @@ func TestParseJWKSSkipsWhatItCannotUse(t *testing.T) {
 		t.Fatalf("keys %v, err %v", keys, err)
 	}
 }
+
+// BenchmarkAuthenticate is the cost of one jwt check per algorithm, key at hand.
+func BenchmarkAuthenticate(b *testing.B) {
+	t := &testing.T{}
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	secret := strings.Repeat("s", 32)
+	for _, tc := range []struct {
+		alg    string
+		method jwt.SigningMethod
+		sign   any
+		jwt    config.JWTAuth
+	}{
+		{"HS256", jwt.SigningMethodHS256, []byte(secret), config.JWTAuth{Secret: secret}},
+		{"RS256", jwt.SigningMethodRS256, rsaKey, config.JWTAuth{PublicKey: pemOf(t, &rsaKey.PublicKey)}},
+		{"ES256", jwt.SigningMethodES256, ecKey, config.JWTAuth{PublicKey: pemOf(t, &ecKey.PublicKey)}},
+		{"EdDSA", jwt.SigningMethodEdDSA, edKey, config.JWTAuth{PublicKey: pemOf(t, edPub)}},
+	} {
+		b.Run(tc.alg, func(b *testing.B) {
+			cfg := config.Default()
+			cfg.Auth = config.Auth{Provider: config.AuthJWT, JWT: tc.jwt}
+			cfg.Auth.JWT.Algorithms, cfg.Auth.JWT.KeyClaim = []string{tc.alg}, "sub"
+			set, err := Build(cfg, Options{Offline: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer set.Close()
+			tok := signed(t, tc.method, tc.sign, jwt.MapClaims{"sub": "alice"})
+			req := &Request{Credential: tok}
+			p := set.For("h5")
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Authenticate(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
