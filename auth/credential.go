@@ -25,15 +25,21 @@ const (
 
 // Credential picks the credential a client presented: the token query
 // parameter, a relay.auth.<base64url> subprotocol, or an Authorization:
-// Bearer header. from names the transport ("" when there is none). Two
-// transports at once are refused rather than guessed between. The error's
-// text never contains the credential.
+// Bearer header. from names the transport ("" when there is none; the last
+// one when several carry the same credential). Two transports with different
+// credentials are refused rather than guessed between. The error's text
+// never contains the credential.
 func Credential(query, subprotocols, authorization string) (cred, from string, err *Error) {
 	bad := func(msg string) (string, string, *Error) { return "", "", &Error{Code: "bad_credential", Message: msg} }
 	var found []string
+	differ := false
+	take := func(c, f string) {
+		differ = differ || (len(found) > 0 && c != cred)
+		cred, from = c, f
+		found = append(found, f)
+	}
 	if query != "" {
-		cred, from = query, FromQuery
-		found = append(found, FromQuery)
+		take(query, FromQuery)
 	}
 	for _, p := range strings.Split(subprotocols, ",") {
 		p = strings.TrimSpace(p)
@@ -50,19 +56,17 @@ func Credential(query, subprotocols, authorization string) (cred, from string, e
 		if slices.Contains(found, FromSubprotocol) {
 			return bad("more than one relay.auth subprotocol")
 		}
-		cred, from = string(raw), FromSubprotocol
-		found = append(found, FromSubprotocol)
+		take(string(raw), FromSubprotocol)
 	}
 	if authorization != "" {
 		scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 			return bad("the Authorization header must be Bearer <credential>")
 		}
-		cred, from = strings.TrimSpace(token), FromHeader
-		found = append(found, FromHeader)
+		take(strings.TrimSpace(token), FromHeader)
 	}
-	if len(found) > 1 {
-		return bad("a credential was presented in more than one way (" + strings.Join(found, ", ") + "); send it once")
+	if differ {
+		return bad("different credentials were presented (" + strings.Join(found, ", ") + "); send one")
 	}
 	if len(cred) > MaxCredentialBytes {
 		return bad("the credential is longer than 8 KiB")

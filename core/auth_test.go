@@ -278,8 +278,14 @@ func TestAuthTransports(t *testing.T) {
 			t.Fatalf("refused with %d %s, want 401 unauthorized", status, code)
 		}
 	})
-	t.Run("two transports", func(t *testing.T) {
-		status, code := r.refusal(t, tokenQuery(tok, "h5"), http.Header{"Authorization": {"Bearer " + tok}})
+	t.Run("the same credential twice", func(t *testing.T) {
+		c, _ := r.admit(t, tokenQuery(tok, "h5"), http.Header{"Authorization": {"Bearer " + tok}})
+		c.conn.Close()
+	})
+	t.Run("two different credentials", func(t *testing.T) {
+		other := signHS(t, jwt.MapClaims{"sub": "bob"})
+		r.secrets = append(r.secrets, other)
+		status, code := r.refusal(t, tokenQuery(tok, "h5"), http.Header{"Authorization": {"Bearer " + other}})
 		if status != http.StatusBadRequest || code != "bad_credential" {
 			t.Fatalf("refused with %d %s, want 400 bad_credential", status, code)
 		}
