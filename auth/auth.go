@@ -28,6 +28,16 @@ type Request struct {
 	Env        string
 	IP         string
 	Origin     string
+	// Header returns a request header by name (any case); "" when absent.
+	// nil: no headers (as if none were sent).
+	Header func(name string) string
+}
+
+func (r *Request) header(name string) string {
+	if r.Header == nil {
+		return ""
+	}
+	return r.Header(name)
 }
 
 // Identity is what an admitted connection is. The server uses Key, never the

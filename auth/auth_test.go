@@ -5,10 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -284,4 +287,19 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 		})
 	}
+}
+
+func TestSign(t *testing.T) {
+	// Worked by hand: HMAC-SHA256("key", "1764100000.{}").
+	got := Sign([]byte("key"), time.Unix(1764100000, 0), []byte("{}"))
+	mac := hmacHex("key", "1764100000.{}")
+	if got != "t=1764100000,v1="+mac {
+		t.Fatalf("Sign = %s", got)
+	}
+}
+
+func hmacHex(key, msg string) string {
+	h := hmac.New(sha256.New, []byte(key))
+	h.Write([]byte(msg))
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -13,9 +13,14 @@ import (
 
 // Auth providers: who may connect, and which pairing key a connection gets.
 const (
-	AuthNone = "none" // the token is the pairing key, unchecked (the original relay)
-	AuthJWT  = "jwt"  // a signed JWT; the pairing key is one of its claims
+	AuthNone    = "none"    // the token is the pairing key, unchecked (the original relay)
+	AuthJWT     = "jwt"     // a signed JWT; the pairing key is one of its claims
+	AuthWebhook = "webhook" // your backend decides each connection (connect proxy)
+	AuthWeChat  = "wechat"  // the WeChat Cloud Hosting gateway's identity headers
 )
+
+// AuthProviders lists the provider names relay.yaml accepts.
+var AuthProviders = []string{AuthNone, AuthJWT, AuthWebhook, AuthWeChat}
 
 // JWTAlgorithms are the alg values a jwt provider may accept. "none" is not
 // one of them and never will be.
@@ -29,8 +34,26 @@ const MinJWTSecretBytes = 32
 // Auth decides who may connect and which pairing key (the room two clients
 // share) a connection gets.
 type Auth struct {
-	Provider string  `yaml:"provider" doc:"none (the token is the pairing key, unchecked: the original relay's behaviour) or jwt (a signed JWT; the pairing key is one of its claims). Empty: none at the top level; under envs.<env>.auth, the top-level auth."`
-	JWT      JWTAuth `yaml:"jwt" doc:"With provider jwt: how tokens are verified and what they grant."`
+	Provider string      `yaml:"provider" doc:"none (the token is the pairing key, unchecked: the original relay's behaviour), jwt (a signed JWT; the pairing key is one of its claims), webhook (your backend admits each connection and names its pairing key) or wechat (the identity the WeChat Cloud Hosting gateway adds; the token is the pairing key). Empty: none at the top level; under envs.<env>.auth, the top-level auth."`
+	JWT      JWTAuth     `yaml:"jwt" doc:"With provider jwt: how tokens are verified and what they grant."`
+	Webhook  WebhookAuth `yaml:"webhook" doc:"With provider webhook: the backend asked about each connection."`
+	WeChat   WeChatAuth  `yaml:"wechat" doc:"With provider wechat: which mini programs may connect."`
+}
+
+// WebhookAuth configures the webhook (connect proxy) provider.
+type WebhookAuth struct {
+	URL      string        `yaml:"url" doc:"https:// (or http://) endpoint relay POSTs {token, env, ip, origin, headers} to for each connection. 200 with {key, envs?, expires_at?, meta?} admits, 401 or 403 refuses; anything else, or no answer within timeout, refuses. Must be set with provider webhook."`
+	Timeout  time.Duration `yaml:"timeout" doc:"Longest relay waits for the backend's answer; past it the connection is refused." default:"3s"`
+	CacheTTL time.Duration `yaml:"cache_ttl" doc:"How long an answer (admit or refusal) is reused for the same credential and env without asking again. 0 asks every time." default:"30s"`
+	Headers  []string      `yaml:"headers" doc:"Request headers passed on to the backend (an allow-list; others never are), such as User-Agent or X-WX-OPENID."`
+	Secret   string        `yaml:"secret" doc:"Key of the X-Relay-Signature header (HMAC-SHA256 of the timestamp and the body) that lets the backend check a request comes from relay; at least 32 bytes. Write ${VAR}. Empty: requests are not signed."`
+}
+
+// WeChatAuth configures the wechat provider.
+type WeChatAuth struct {
+	AppIDs    []string      `yaml:"appids" doc:"Mini program AppIDs allowed to connect (X-WX-APPID, or X-WX-FROM-APPID with resource sharing). Must be set with provider wechat."`
+	BindToken bool          `yaml:"bind_token" doc:"Bind each token to the first openid that uses it: another openid presenting the same token is refused. Bindings are kept per instance for bind_ttl."`
+	BindTTL   time.Duration `yaml:"bind_ttl" doc:"How long a token stays bound to its openid after its last use." default:"24h"`
 }
 
 // JWTAuth configures the jwt provider.
@@ -51,9 +74,18 @@ type JWTAuth struct {
 	Claims         []string      `yaml:"claims" doc:"Claims handed to built-in handlers with each message the connection sends (Message.Claims; plugins do not receive them yet). Empty: none; the token itself never is."`
 }
 
-// authDefaults fills what an auth section left out; Default() holds the same
-// values for the top level, and an env's own auth gets them here.
+// applyDefaults fills what an auth section left out; Default() holds the
+// same values for the top level, and an env's own auth gets them here.
 func (a *Auth) applyDefaults() {
+	if a.Webhook.Timeout == 0 {
+		a.Webhook.Timeout = 3 * time.Second
+	}
+	if a.Webhook.CacheTTL == 0 {
+		a.Webhook.CacheTTL = 30 * time.Second
+	}
+	if a.WeChat.BindTTL == 0 {
+		a.WeChat.BindTTL = 24 * time.Hour
+	}
 	if a.JWT.JWKSRefresh == 0 {
 		a.JWT.JWKSRefresh = 10 * time.Minute
 	}
@@ -123,24 +155,40 @@ func authSectionProblems(at string, a Auth, perEnv bool) Problems {
 		ps = append(ps, Problem{Path: p, Message: fmt.Sprintf(format, args...)})
 	}
 	a.applyDefaults()
-	// jwt settings beside another provider would be silently ignored.
-	unusedJWT := !reflect.DeepEqual(a.JWT, defaultAuth().JWT)
+	// Settings of a provider that is not the chosen one would be silently
+	// ignored.
+	def := defaultAuth()
+	var set []string
+	for _, sec := range []struct {
+		name  string
+		isSet bool
+	}{
+		{AuthJWT, !reflect.DeepEqual(a.JWT, def.JWT)},
+		{AuthWebhook, !reflect.DeepEqual(a.Webhook, def.Webhook)},
+		{AuthWeChat, !reflect.DeepEqual(a.WeChat, def.WeChat)},
+	} {
+		if sec.isSet && sec.name != a.Provider {
+			set = append(set, sec.name)
+		}
+	}
+	switch {
+	case len(set) > 0 && a.Provider == "" && perEnv:
+		add("", "sets %s settings but no provider: set provider (without one the env uses the top-level auth)", strings.Join(set, " and "))
+	case len(set) > 0 && a.Provider == "":
+		add("", "sets %s settings but no provider: set provider", strings.Join(set, " and "))
+	case len(set) > 0 && slices.Contains(AuthProviders, a.Provider):
+		add("provider", "is %s, which ignores the %s settings: remove them or change provider", a.Provider, strings.Join(set, " and "))
+	}
 	switch a.Provider {
-	case "":
-		if unusedJWT && perEnv {
-			add("", "sets jwt settings but no provider: set provider: jwt (without a provider the env uses the top-level auth)")
-		} else if unusedJWT {
-			add("", "sets jwt settings but no provider: set provider: jwt")
-		}
-		return ps
-	case AuthNone:
-		if unusedJWT {
-			add("provider", "is none, which ignores the jwt settings: set provider: jwt or remove them")
-		}
+	case "", AuthNone:
 		return ps
 	case AuthJWT:
+	case AuthWebhook:
+		return append(ps, webhookProblems(a.Webhook, add)...)
+	case AuthWeChat:
+		return append(ps, wechatProblems(a.WeChat, add)...)
 	default:
-		add("provider", "must be none or jwt, got %q", a.Provider)
+		add("provider", "must be %s, got %q", orList(AuthProviders), a.Provider)
 		return ps
 	}
 	j := a.JWT
@@ -210,4 +258,42 @@ func authSectionProblems(at string, a Auth, perEnv bool) Problems {
 		}
 	}
 	return ps
+}
+
+func webhookProblems(w WebhookAuth, add func(key, format string, args ...any)) Problems {
+	if w.URL == "" {
+		add("provider", "webhook needs webhook.url: the endpoint that admits connections")
+	} else if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		add("webhook.url", "must be an https:// or http:// URL")
+	}
+	if w.Timeout <= 0 || w.Timeout > time.Minute {
+		add("webhook.timeout", "must be more than 0 and at most 1m, got %s", w.Timeout)
+	}
+	if w.CacheTTL < 0 {
+		add("webhook.cache_ttl", "must be at least 0 (0 turns the cache off), got %s", w.CacheTTL)
+	}
+	for i, h := range w.Headers {
+		if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " :\t") {
+			add("webhook.headers["+strconv.Itoa(i)+"]", "must be a header name such as User-Agent")
+		}
+	}
+	if w.Secret != "" && len(w.Secret) < MinJWTSecretBytes {
+		add("webhook.secret", "must be at least %d bytes, got %d", MinJWTSecretBytes, len(w.Secret))
+	}
+	return nil
+}
+
+func wechatProblems(w WeChatAuth, add func(key, format string, args ...any)) Problems {
+	if len(w.AppIDs) == 0 {
+		add("provider", "wechat needs wechat.appids: the mini program AppIDs allowed to connect")
+	}
+	for i, id := range w.AppIDs {
+		if strings.TrimSpace(id) == "" {
+			add("wechat.appids["+strconv.Itoa(i)+"]", "must not be empty")
+		}
+	}
+	if w.BindTTL < 0 {
+		add("wechat.bind_ttl", "must be more than 0, got %s", w.BindTTL)
+	}
+	return nil
 }

@@ -79,8 +79,11 @@ func TestValidFile(t *testing.T) {
 		Wire:   WireV1,
 		Envs: map[string]Env{
 			"h5":       {},
-			"miniapp":  {Wire: WireSeed},
-			"admin-v2": {Wire: WireV1, Auth: Auth{Provider: AuthNone}},
+			"miniapp": {Wire: WireSeed, Auth: Auth{Provider: AuthWeChat, WeChat: WeChatAuth{
+				AppIDs: []string{"wx0123456789abcdef"}, BindToken: true, BindTTL: time.Hour}}},
+			"admin-v2": {Wire: WireV1, Auth: Auth{Provider: AuthWebhook, Webhook: WebhookAuth{
+				URL: "https://admin.example.com/relay/connect", Timeout: time.Second, CacheTTL: 10 * time.Second,
+				Headers: []string{"User-Agent"}, Secret: "0123456789abcdef0123456789abcdef"}}},
 		},
 		OnDuplicate: DuplicateReject,
 		Auth: Auth{Provider: AuthJWT, JWT: JWTAuth{
@@ -88,7 +91,7 @@ func TestValidFile(t *testing.T) {
 			JWKSURL: "https://auth.example.com/.well-known/jwks.json", JWKSRefresh: 5 * time.Minute, JWKSMinRefetch: 10 * time.Second,
 			Issuer: "https://auth.example.com", Audience: "relay", Leeway: 5 * time.Second,
 			KeyClaim: "pair", EnvsClaim: "envs", Claims: []string{"role"},
-		}},
+		}, Webhook: WebhookAuth{Timeout: 3 * time.Second, CacheTTL: 30 * time.Second}, WeChat: WeChatAuth{BindTTL: 24 * time.Hour}},
 		Origins: []string{"https://app.example.com", "https://admin.example.com"},
 		Limits: Limits{
 			MaxFrameBytes:          1 << 20,

@@ -270,7 +270,8 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		return refuse(fiber.StatusServiceUnavailable, "auth_unavailable", "relay cannot check credentials")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
-	id, err := prov.Authenticate(ctx, &auth.Request{Credential: cred, Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin)})
+	id, err := prov.Authenticate(ctx, &auth.Request{Credential: cred, Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin),
+		Header: func(name string) string { return c.Get(name) }})
 	cancel()
 	if err != nil {
 		ae := auth.AsError(err)
