@@ -228,4 +228,19 @@ func TestWeChatAuth(t *testing.T) {
 	}
 	c, _ := r.admit(t, tokenQuery("room-2", "h5"), wx("wxA", "o-bob")) // a new token binds to its first user
 	c.conn.Close()
+
+	// The token may come as the first frame; the gateway's headers of the
+	// upgrade request still count.
+	r.testRelay.t = t
+	ff := r.dial("env=h5", wx("wxA", "o-carol"))
+	ff.send(`{"type":"relay.auth","data":{"token":"room-3"}}`)
+	if hello := ff.readJSON(); hello["type"] != "relay.hello" {
+		t.Fatalf("first-frame token with gateway headers: %v", hello)
+	}
+	ff = r.dial("env=h5", wx("wxA", "o-mallory"))
+	ff.send(`{"type":"relay.auth","data":{"token":"room-3"}}`)
+	if e := ff.readJSON(); e["type"] != "relay.error" {
+		t.Fatalf("a token bound to carol, from mallory: %v", e)
+	}
+	ff.expectClose(CloseUnauthorized)
 }

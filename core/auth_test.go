@@ -621,3 +621,54 @@ func TestJWKSUnreachableFromStartIsNotReady(t *testing.T) {
 		t.Fatalf("no keys: %d, want 401", status)
 	}
 }
+
+func TestFirstFrameAuth(t *testing.T) {
+	r := startAuthRelay(t, hsAuth, func(c *config.Config) {
+		c.Auth.JWT.EnvsClaim = "envs"
+		c.Wire = config.WireSeed // plain connections are seed: v1 ones ask with v=1
+	})
+	r.srv.firstFrameTimeout.Store(int64(300 * time.Millisecond))
+	tok := signHS(t, jwt.MapClaims{"sub": "alice", "envs": []string{"h5", "miniapp"}})
+	r.secrets = append(r.secrets, tok)
+	authFrame := `{"type":"relay.auth","data":{"token":"` + tok + `"}}`
+
+	t.Run("admits and pairs", func(t *testing.T) {
+		r.testRelay.t = t
+		h5, _ := r.admit(t, tokenQuery(tok, "h5")+"&v=1", nil)
+		mp := r.dial("v=1&env=miniapp") // no credential in the URL or a header
+		mp.send(authFrame)
+		if hello := mp.readJSON(); hello["type"] != "relay.hello" {
+			t.Fatalf("after relay.auth: %v, want relay.hello", hello)
+		}
+		h5.readType("relay.presence")
+		h5.send(`{"type":"hi"}`)
+		mp.readType("hi")
+	})
+	for _, tc := range []struct {
+		name, frame, env, code string
+		close                  int
+	}{
+		{"another frame first", `{"type":"hi"}`, "h5", "unauthorized", CloseUnauthorized},
+		{"not JSON", `relay.auth`, "h5", "unauthorized", CloseUnauthorized},
+		{"expired", `{"type":"relay.auth","data":{"token":"` + signHS(t, jwt.MapClaims{"sub": "alice", "envs": "h5", "exp": time.Now().Add(-time.Hour).Unix()}) + `"}}`, "h5", "token_expired", CloseUnauthorized},
+		{"env not allowed", authFrame, "pc", "env_not_allowed", CloseEnvNotAllowed},
+		{"nothing in time", "", "h5", "unauthorized", CloseUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r.testRelay.t = t
+			c := r.dial("v=1&env=" + tc.env)
+			if tc.frame != "" {
+				c.send(tc.frame)
+			}
+			if e := c.readJSON(); e["type"] != "relay.error" || e["data"].(map[string]any)["code"] != tc.code {
+				t.Fatalf("got %v, want relay.error %s", e, tc.code)
+			}
+			c.expectClose(tc.close)
+		})
+	}
+	t.Run("seed clients must present it when connecting", func(t *testing.T) {
+		if status, _ := r.refusal(t, "env=h5", nil); status != http.StatusUnauthorized {
+			t.Fatalf("%d, want 401", status)
+		}
+	})
+}

@@ -2,9 +2,11 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
+	"net/textproto"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -29,6 +31,7 @@ const (
 	// its pairing key as a raw token.
 	authKeyPrefix    = "auth:"
 	authTimeout      = 5 * time.Second
+	authFrameType    = "relay.auth"
 	subprotocolV1    = "relay.v1"
 	connRequestLocal = "relay.conn"
 )
@@ -42,8 +45,12 @@ type Server struct {
 	metrics  *Metrics
 	app      *fiber.App
 	draining atomic.Bool
-	stop     context.CancelFunc
-	bgDone   sync.WaitGroup
+	// firstFrameTimeout is how long a v1 connection that presented no
+	// credential has to send it as a relay.auth frame (nanoseconds; tests
+	// shorten it).
+	firstFrameTimeout atomic.Int64
+	stop              context.CancelFunc
+	bgDone            sync.WaitGroup
 
 	// nil: auth is configured but SetAuth was not called (every connection
 	// is refused). Atomic because tests set it while the listener runs.
@@ -61,6 +68,12 @@ type connRequest struct {
 	since  *uint64
 	ip     string
 	claims map[string]any // what auth lets handlers see; nil without auth
+
+	// firstFrame is set when the credential is to come as the first frame
+	// ({"type":"relay.auth","data":{"token":…}}): the request to complete
+	// with it, checked by provider.
+	firstFrame *auth.Request
+	provider   auth.Provider
 }
 
 // NewServer builds a server relaying through bp.
@@ -71,6 +84,7 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	if !cfg.UsesAuth() {
 		s.auth.Store(auth.None())
 	}
+	s.firstFrameTimeout.Store(int64(5 * time.Second))
 	s.app = fiber.New(fiber.Config{
 		// Fiber's strings point into fasthttp's request buffers, which are
 		// reused once a request ends; a session outlives its upgrade
@@ -269,6 +283,20 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		// auth is configured but the server was given no providers: fail closed.
 		return refuse(fiber.StatusServiceUnavailable, "auth_unavailable", "relay cannot check credentials")
 	}
+	if cred == "" && authenticated && req.wire == wireV1 {
+		// A v1 client may send its credential as the first frame instead,
+		// so that it is in no URL or header; the session checks it.
+		headers := c.GetReqHeaders()
+		req.firstFrame = &auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin),
+			Header: func(name string) string {
+				if v := headers[textproto.CanonicalMIMEHeaderKey(name)]; len(v) > 0 {
+					return v[len(v)-1]
+				}
+				return ""
+			}}
+		req.provider = prov
+		return s.admit(c, req, refuse)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
 	id, err := prov.Authenticate(ctx, &auth.Request{Credential: cred, Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin),
 		Header: func(name string) string { return c.Get(name) }})
@@ -288,6 +316,12 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	if authenticated {
 		req.token = authKeyPrefix + id.Key
 	}
+	return s.admit(c, req, refuse)
+}
+
+// admit applies the connection limits to a request that passed every check
+// and lets it upgrade.
+func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, string) error) error {
 	// Counted from here, before draining is checked again, so that Shutdown
 	// waits for every upgrade it did not refuse.
 	open := s.hub.open.Add(1)
@@ -301,7 +335,7 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		return refuse(fiber.StatusTooManyRequests, "too_many_connections", "too many connections from this address")
 	}
 	c.Locals(connRequestLocal, req)
-	err = c.Next()
+	err := c.Next()
 	if !c.Context().Hijacked() {
 		s.hub.open.Add(-1)
 		s.releaseIP(req.ip)
@@ -373,8 +407,14 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		h.open.Add(-1)
 	}()
 	defer s.recoverSession(conn)
-	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), token: req.token,
-		tokenHash: hashToken(req.token), env: req.env, claims: req.claims, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+	if req.firstFrame != nil {
+		if code := s.authFirstFrame(sess, req); code != 0 {
+			s.closeAtOnce(sess, code)
+			return
+		}
+	}
+	sess.token, sess.tokenHash, sess.claims = req.token, hashToken(req.token), req.claims
 	if !s.cfg.EnvAllowed(req.env) {
 		s.closeAtOnce(sess, CloseEnvNotAllowed)
 		return
@@ -388,6 +428,54 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 	sess.run()
 	sess.metrics.connections.Dec()
 	s.log.Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)
+}
+
+// authFirstFrame reads the relay.auth frame a v1 client sends instead of a
+// credential in the upgrade request, and authenticates it. A refusal is told
+// with relay.error (the close code follows).
+func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
+	conn := sess.conn
+	conn.SetReadLimit(auth.MaxCredentialBytes + 256)
+	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(s.firstFrameTimeout.Load())))
+	fail := func(code, message string) int {
+		s.metrics.rejected.WithLabelValues(code).Inc()
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = conn.WriteMessage(websocket.TextMessage, encodeSystem("relay.error", errorData{Code: code, Message: message}))
+		if code == "env_not_allowed" {
+			return CloseEnvNotAllowed
+		}
+		return CloseUnauthorized
+	}
+	op, text, err := conn.ReadMessage()
+	if err != nil {
+		return fail("unauthorized", "no credential: send {\"type\":\"relay.auth\",\"data\":{\"token\":…}} as the first frame within 5s, or present it when connecting")
+	}
+	var frame struct {
+		Type string `json:"type"`
+		Data struct {
+			Token string `json:"token"`
+		} `json:"data"`
+	}
+	if op != websocket.TextMessage || json.Unmarshal(text, &frame) != nil || frame.Type != authFrameType || frame.Data.Token == "" {
+		return fail("unauthorized", "the first frame must be {\"type\":\"relay.auth\",\"data\":{\"token\":…}}")
+	}
+	r := *req.firstFrame
+	r.Credential = frame.Data.Token
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	id, err := req.provider.Authenticate(ctx, &r)
+	cancel()
+	if err != nil {
+		ae := auth.AsError(err)
+		if ae != err {
+			s.log.Warn("auth provider failed", "env", req.env, "err", err.Error())
+		}
+		return fail(ae.Code, ae.Message)
+	}
+	if !id.EnvAllowed(req.env) {
+		return fail("env_not_allowed", "the credential does not allow env "+req.env)
+	}
+	req.token, req.claims = authKeyPrefix+id.Key, id.Claims
+	return 0
 }
 
 // closeAtOnce refuses a session that never joined its room.
