@@ -133,7 +133,8 @@ func (p *jwtProvider) Authenticate(ctx context.Context, req *Request) (*Identity
 	}
 	id := &Identity{Key: key}
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
-		id.Expires = exp.Time
+		// The leeway that admitted the token holds for the session too.
+		id.Expires = exp.Time.Add(p.cfg.Leeway)
 	}
 	if p.cfg.EnvsClaim != "" {
 		envs, ok := stringList(claims[p.cfg.EnvsClaim])

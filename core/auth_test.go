@@ -273,11 +273,8 @@ func TestAuthTransports(t *testing.T) {
 		c, _ := r.admit(t, "env=h5&v=1", http.Header{"Authorization": {"Bearer " + tok}})
 		c.conn.Close()
 	})
-	t.Run("no credential", func(t *testing.T) {
-		if status, code := r.refusal(t, "env=h5&v=1", nil); status != http.StatusUnauthorized || code != "unauthorized" {
-			t.Fatalf("refused with %d %s, want 401 unauthorized", status, code)
-		}
-	})
+	// No credential at all: TestFirstFrameAuth (a v1 connection may still
+	// send it; a seed one is refused with 401).
 	t.Run("the same credential twice", func(t *testing.T) {
 		c, _ := r.admit(t, tokenQuery(tok, "h5"), http.Header{"Authorization": {"Bearer " + tok}})
 		c.conn.Close()
@@ -671,4 +668,73 @@ func TestFirstFrameAuth(t *testing.T) {
 			t.Fatalf("%d, want 401", status)
 		}
 	})
+}
+
+func TestExpiryWarnsThenClosesWith4501(t *testing.T) {
+	r := startAuthRelay(t, hsAuth)
+	long := signHS(t, jwt.MapClaims{"sub": "alice"})
+	short := signHS(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(2 * time.Second).Unix()})
+	r.secrets = append(r.secrets, long, short)
+	h5, _ := r.admit(t, tokenQuery(long, "h5"), nil)
+	mp, _ := r.admit(t, tokenQuery(short, "miniapp"), nil)
+	h5.readType("relay.presence")
+	warning := mp.readType("relay.error")
+	if data := warning["data"].(map[string]any); data["code"] != "token_expired" {
+		t.Fatalf("warning %v, want relay.error token_expired", warning)
+	}
+	mp.expectClose(CloseUnauthorized)
+	if p := h5.readType("relay.presence")["data"].(map[string]any); p["online"] != false {
+		t.Fatalf("presence %v, want miniapp offline", p)
+	}
+}
+
+func TestRefreshKeepsTheSession(t *testing.T) {
+	r := startAuthRelay(t, hsAuth)
+	long := signHS(t, jwt.MapClaims{"sub": "alice"})
+	exp := time.Now().Add(2 * time.Second).Truncate(time.Second)
+	short := signHS(t, jwt.MapClaims{"sub": "alice", "exp": exp.Unix()})
+	fresh := signHS(t, jwt.MapClaims{"sub": "alice", "role": "renewed"})
+	bobs := signHS(t, jwt.MapClaims{"sub": "bob"})
+	stale := signHS(t, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()})
+	r.secrets = append(r.secrets, long, short, fresh, bobs, stale)
+	h5, _ := r.admit(t, tokenQuery(long, "h5"), nil)
+	mp, _ := r.admit(t, tokenQuery(short, "miniapp"), nil)
+	h5.readType("relay.presence")
+	mp.readType("relay.error") // the warning
+
+	for _, tc := range []struct{ token, code string }{
+		{bobs, "unauthorized"},   // another pairing key
+		{stale, "token_expired"}, // no better than the one it replaces
+		{"", "invalid_message"},
+	} {
+		mp.sendJSON(map[string]any{"type": "relay.refresh", "id": "bad", "data": map[string]any{"token": tc.token}})
+		if e := mp.readType("relay.error")["data"].(map[string]any); e["code"] != tc.code {
+			t.Fatalf("refresh refused with %v, want %s", e, tc.code)
+		}
+	}
+	mp.sendJSON(map[string]any{"type": "relay.refresh", "id": "r1", "data": map[string]any{"token": fresh}})
+	if ack := mp.readType("relay.ack")["data"].(map[string]any); ack["id"] != "r1" {
+		t.Fatalf("ack %v", ack)
+	}
+	// Past the first credential's expiry the mini program is still
+	// connected: a closed session would have sent close 4501 instead of
+	// answering the ping, and the H5 page would hear of its departure.
+	pc, _ := r.admit(t, tokenQuery(long, "pc"), nil)
+	h5.readType("relay.presence")
+	pc.expectSilence(time.Until(exp) + 500*time.Millisecond)
+	mp.send(`{"type":"relay.ping"}`)
+	mp.readType("relay.pong", "relay.presence")
+	mp.send(`{"type":"still-here"}`)
+	if m := h5.readJSON(); m["type"] != "still-here" {
+		t.Fatalf("after the old expiry h5 got %v", m)
+	}
+}
+
+func TestRefreshWithoutAuth(t *testing.T) {
+	r := startAuthRelay(t)
+	c, _ := r.admit(t, "v=1&token=t&env=h5", nil)
+	c.send(`{"type":"relay.refresh","data":{"token":"x"}}`)
+	if e := c.readType("relay.error")["data"].(map[string]any); e["code"] != "unauthorized" {
+		t.Fatalf("%v", e)
+	}
 }

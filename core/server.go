@@ -74,6 +74,11 @@ type connRequest struct {
 	// with it, checked by provider.
 	firstFrame *auth.Request
 	provider   auth.Provider
+	// expires is when the credential stops being valid (zero: never);
+	// authReq then is the request a relay.refresh credential is checked as.
+	expires time.Time
+	authReq auth.Request
+	key     string // the pairing key the credential proved
 }
 
 // NewServer builds a server relaying through bp.
@@ -286,14 +291,7 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	if cred == "" && authenticated && req.wire == wireV1 {
 		// A v1 client may send its credential as the first frame instead,
 		// so that it is in no URL or header; the session checks it.
-		headers := c.GetReqHeaders()
-		req.firstFrame = &auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin),
-			Header: func(name string) string {
-				if v := headers[textproto.CanonicalMIMEHeaderKey(name)]; len(v) > 0 {
-					return v[len(v)-1]
-				}
-				return ""
-			}}
+		req.firstFrame = &auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: headerLookup(c.GetReqHeaders())}
 		req.provider = prov
 		return s.admit(c, req, refuse)
 	}
@@ -315,6 +313,11 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	req.token, req.claims = id.Key, id.Claims
 	if authenticated {
 		req.token = authKeyPrefix + id.Key
+	}
+	if !id.Expires.IsZero() {
+		headers := c.GetReqHeaders()
+		req.provider, req.expires, req.key = prov, id.Expires, id.Key
+		req.authReq = auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: headerLookup(headers)}
 	}
 	return s.admit(c, req, refuse)
 }
@@ -341,6 +344,17 @@ func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, 
 		s.releaseIP(req.ip)
 	}
 	return err
+}
+
+// headerLookup reads headers kept from an upgrade request (Fiber's own are
+// gone once it returns) as auth.Request.Header does.
+func headerLookup(headers map[string][]string) func(string) string {
+	return func(name string) string {
+		if v := headers[textproto.CanonicalMIMEHeaderKey(name)]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
 }
 
 func offersSubprotocol(header, want string) bool {
@@ -423,6 +437,10 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		s.closeAtOnce(sess, code)
 		return
 	}
+	if !req.expires.IsZero() {
+		sess.armExpiry(&sessionAuth{provider: req.provider, req: req.authReq, key: req.key, expires: req.expires})
+		defer sess.stopExpiry()
+	}
 	sess.metrics.connections.Inc()
 	s.log.Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String())
 	sess.run()
@@ -475,6 +493,9 @@ func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
 		return fail("env_not_allowed", "the credential does not allow env "+req.env)
 	}
 	req.token, req.claims = authKeyPrefix+id.Key, id.Claims
+	if !id.Expires.IsZero() {
+		req.expires, req.key, req.authReq = id.Expires, id.Key, *req.firstFrame
+	}
 	return 0
 }
 

@@ -55,6 +55,7 @@ type Session struct {
 	tokenHash string
 	env       string
 	claims    map[string]any // from auth, handed to handlers with each message
+	authState *sessionAuth   // nil unless the credential expires (see expiry.go)
 	wire      wireKind
 	room      *room
 	metrics   *envMetrics
@@ -409,6 +410,14 @@ func (s *Session) handleText(text []byte) {
 		}
 		if m.Type == pingType {
 			s.sendText(pongFrame)
+			return
+		}
+		if m.Type == refreshType {
+			if allowed {
+				s.refreshAuth(m)
+			} else {
+				s.refuse(m.ID, &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}, "")
+			}
 			return
 		}
 	} else {
