@@ -71,7 +71,7 @@ type JWTAuth struct {
 	Leeway         time.Duration `yaml:"leeway" doc:"Clock skew allowed when checking exp, nbf and iat." default:"0s"`
 	KeyClaim       string        `yaml:"key_claim" doc:"Claim holding the pairing key: two connections whose tokens carry the same value here share a room, whatever else differs in their tokens." default:"sub"`
 	EnvsClaim      string        `yaml:"envs_claim" doc:"Claim listing the envs the holder may connect as (a string or a list of strings). Empty: any env. When set, a token without the claim is refused."`
-	Claims         []string      `yaml:"claims" doc:"Claims handed to built-in handlers with each message the connection sends (Message.Claims; plugins do not receive them yet). Empty: none; the token itself never is."`
+	Claims         []string      `yaml:"claims" doc:"Claims handed to handlers and plugins with each message the connection sends (Message.Claims). Empty: none; the token itself never is."`
 }
 
 // applyDefaults fills what an auth section left out; Default() holds the

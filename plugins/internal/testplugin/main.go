@@ -90,6 +90,8 @@ func (p *testPlugin) Handle(ctx context.Context, m *sdk.Message) ([]*sdk.Message
 		os.Exit(2)
 	case "pid":
 		return []*sdk.Message{m}, m.SetData(map[string]int{"pid": os.Getpid()})
+	case "claims":
+		return []*sdk.Message{m}, m.SetData(map[string]any{"claims": m.Claims})
 	}
 	return []*sdk.Message{m}, nil
 }
