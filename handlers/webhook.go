@@ -3,6 +3,8 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 )
@@ -31,8 +34,11 @@ func init() {
 
 // Webhook asks an HTTP endpoint what to do with each message.
 //
-// The request is a POST of {"type","data","from","to","id","ts"} (data, to
-// and id only when the message has them) as application/json. The answer:
+// The request is a POST of {"type","data","from","to","id","ts","pair",
+// "claims"} (data, to, id and claims only when the message has them) as
+// application/json: pair names the sender's pair (a hash of its room),
+// claims is its auth identity. With a secret it is signed
+// (X-Relay-Signature, as the connect webhook's). The answer:
 //
 //   - 2xx with an empty body: the message goes on unchanged;
 //   - 204: the message is dropped;
@@ -45,12 +51,13 @@ func init() {
 //   - 3xx, 5xx, a network error, a timeout, a body too large or not JSON:
 //     the webhook failed (the route's on_error decides).
 type Webhook struct {
-	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts}. Required."`
+	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts, pair, claims}: pair is 32 hex digits of the SHA-256 of the sender's room (its token; with auth, auth: and its pairing key), the same for both sides of a pair; claims is the sender's auth identity, absent without auth. Required."`
 	Headers          map[string]string `yaml:"headers" doc:"Headers sent with each request, e.g. Authorization: Bearer ${WEBHOOK_SECRET}."`
 	Timeout          time.Duration     `yaml:"timeout" doc:"Longest one attempt may take (the route's timeout bounds all attempts together)." default:"3s"`
 	Retries          int               `yaml:"retries" doc:"Further attempts after a network error, a timeout or a 5xx answer, with a short backoff (100ms, 200ms, 400ms…, at most 10 retries), while the route's timeout allows. The receiver may then see a message twice: use its id." default:"0"`
 	MaxResponseBytes int64             `yaml:"max_response_bytes" doc:"Largest answer body read; a larger one is a failure." default:"1048576"`
 	MaxMessages      int               `yaml:"max_messages" doc:"Most messages an answer may fan out to; more is a failure." default:"100"`
+	Secret           string            `yaml:"secret" doc:"Key of the X-Relay-Signature header (t=UNIX_SECONDS,v1=hex HMAC-SHA256 of the timestamp, a dot and the body) that lets the endpoint check a request comes from relay; at least 32 bytes. Write ${VAR}. Empty: requests are not signed. See docs/auth.md."`
 
 	client *http.Client
 	header http.Header
@@ -84,6 +91,9 @@ func (w *Webhook) Provision(context.Context, core.ProvisionEnv) error {
 		return fmt.Errorf("max_response_bytes: must be 1 or more, got %d", w.MaxResponseBytes)
 	case w.MaxMessages < 1:
 		return fmt.Errorf("max_messages: must be 1 or more, got %d", w.MaxMessages)
+	case w.Secret != "" && len(w.Secret) < config.MinJWTSecretBytes:
+		// The value is never quoted: it may come from ${VAR}.
+		return fmt.Errorf("secret: must be at least %d bytes, got %d", config.MinJWTSecretBytes, len(w.Secret))
 	}
 	w.header = http.Header{}
 	for _, k := range sortedKeys(w.Headers) {
@@ -144,6 +154,19 @@ type webhookRequest struct {
 	To   *[]string       `json:"to,omitempty"` // absent: every other env; [] stays []
 	ID   string          `json:"id,omitempty"`
 	TS   int64           `json:"ts"`
+	Pair string          `json:"pair,omitempty"`
+	// Claims is the sender's identity from auth.
+	Claims map[string]any `json:"claims,omitempty"`
+}
+
+// pairID names a room for a backend without revealing its token: both
+// sides of a pair send the same one.
+func pairID(token string) string {
+	if token == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:16])
 }
 
 // webhookReply is one message of an answer; absent fields keep the original's.
@@ -166,7 +189,7 @@ func (e *webhookStatus) Error() string {
 
 // Handle POSTs the message and acts on the answer.
 func (w *Webhook) Handle(ctx context.Context, m *core.Message) ([]*core.Message, error) {
-	req := webhookRequest{Type: m.Type, Data: m.Data, From: m.From, ID: m.ID, TS: m.TS}
+	req := webhookRequest{Type: m.Type, Data: m.Data, From: m.From, ID: m.ID, TS: m.TS, Pair: pairID(m.Token), Claims: m.Claims}
 	if m.To != nil {
 		req.To = &m.To
 	}
@@ -222,6 +245,10 @@ func (w *Webhook) post(parent context.Context, body []byte) (int, []byte, error)
 		return 0, nil, err
 	}
 	req.Header = w.header.Clone()
+	if w.Secret != "" {
+		// Signed per attempt, so that a retry carries a fresh timestamp.
+		req.Header.Set(auth.SignatureHeader, auth.Sign([]byte(w.Secret), time.Now(), body))
+	}
 	if w.host != "" {
 		req.Host = w.host
 	}
