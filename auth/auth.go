@@ -79,6 +79,13 @@ type Provider interface {
 	Close()
 }
 
+// HeaderReader is implemented by providers that read request headers: it
+// names them, so that a server keeps only those for checks after the upgrade
+// (a first-frame credential, a refresh).
+type HeaderReader interface {
+	Headers() []string
+}
+
 // Health is implemented by providers that depend on something that can fail
 // after start (a JWKS URL). Problems lists what is wrong now; fatal means
 // no credential can be verified at all.

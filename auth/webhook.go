@@ -65,6 +65,7 @@ func newWebhook(a config.Auth, at string, opts Options) (Provider, error) {
 }
 
 func (p *webhookProvider) Authenticated() bool { return true }
+func (p *webhookProvider) Headers() []string   { return p.cfg.Headers }
 func (p *webhookProvider) Close()              {}
 
 func (p *webhookProvider) Authenticate(ctx context.Context, req *Request) (*Identity, error) {

@@ -52,7 +52,10 @@ func newWeChat(a config.Auth, at string, opts Options) (Provider, error) {
 }
 
 func (p *wechatProvider) Authenticated() bool { return true }
-func (p *wechatProvider) Close()              {}
+func (p *wechatProvider) Headers() []string {
+	return []string{headerOpenID, headerAppID, headerUnionID, headerFromOpenID, headerFromAppID, headerFromUnionID}
+}
+func (p *wechatProvider) Close() {}
 
 func firstHeader(req *Request, names ...string) string {
 	for _, n := range names {

@@ -291,7 +291,7 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	if cred == "" && authenticated && req.wire == wireV1 {
 		// A v1 client may send its credential as the first frame instead,
 		// so that it is in no URL or header; the session checks it.
-		req.firstFrame = &auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: headerLookup(c.GetReqHeaders())}
+		req.firstFrame = &auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: keptHeaders(c, prov)}
 		req.provider = prov
 		return s.admit(c, req, refuse)
 	}
@@ -315,9 +315,8 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		req.token = authKeyPrefix + id.Key
 	}
 	if !id.Expires.IsZero() {
-		headers := c.GetReqHeaders()
 		req.provider, req.expires, req.key = prov, id.Expires, id.Key
-		req.authReq = auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: headerLookup(headers)}
+		req.authReq = auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: keptHeaders(c, prov)}
 	}
 	return s.admit(c, req, refuse)
 }
@@ -346,15 +345,21 @@ func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, 
 	return err
 }
 
-// headerLookup reads headers kept from an upgrade request (Fiber's own are
-// gone once it returns) as auth.Request.Header does.
-func headerLookup(headers map[string][]string) func(string) string {
-	return func(name string) string {
-		if v := headers[textproto.CanonicalMIMEHeaderKey(name)]; len(v) > 0 {
-			return v[len(v)-1]
-		}
-		return ""
+// keptHeaders copies the request headers prov reads, for checks after the
+// upgrade (Fiber's are gone once the upgrade handler returns). Only those:
+// a session may keep them for its whole life. nil when prov reads none.
+func keptHeaders(c *fiber.Ctx, prov auth.Provider) func(string) string {
+	hr, ok := prov.(auth.HeaderReader)
+	if !ok || len(hr.Headers()) == 0 {
+		return nil
 	}
+	kept := map[string]string{}
+	for _, name := range hr.Headers() {
+		if v := c.Get(name); v != "" {
+			kept[textproto.CanonicalMIMEHeaderKey(name)] = v
+		}
+	}
+	return func(name string) string { return kept[textproto.CanonicalMIMEHeaderKey(name)] }
 }
 
 func offersSubprotocol(header, want string) bool {
