@@ -460,8 +460,8 @@ func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
 	conn := sess.conn
 	conn.SetReadLimit(auth.MaxCredentialBytes + 256)
 	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(s.firstFrameTimeout.Load())))
+	// The refusal is counted by closeAtOnce, under its close code.
 	fail := func(code, message string) int {
-		s.metrics.rejected.WithLabelValues(code).Inc()
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = conn.WriteMessage(websocket.TextMessage, encodeSystem("relay.error", errorData{Code: code, Message: message}))
 		if code == "env_not_allowed" {
