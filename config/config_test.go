@@ -78,7 +78,7 @@ func TestValidFile(t *testing.T) {
 		Path:   "/relay",
 		Wire:   WireV1,
 		Envs: map[string]Env{
-			"h5":       {},
+			"h5": {},
 			"miniapp": {Wire: WireSeed, Auth: Auth{Provider: AuthWeChat, WeChat: WeChatAuth{
 				AppIDs: []string{"wx0123456789abcdef"}, BindToken: true, BindTTL: time.Hour}}},
 			"admin-v2": {Wire: WireV1, Auth: Auth{Provider: AuthWebhook, Webhook: WebhookAuth{
