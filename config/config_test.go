@@ -108,6 +108,7 @@ func TestValidFile(t *testing.T) {
 		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
+		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
 		Log:       Log{Level: "debug", Format: "text"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}

@@ -738,3 +738,51 @@ func TestRefreshWithoutAuth(t *testing.T) {
 		t.Fatalf("%v", e)
 	}
 }
+
+func TestMetricsToken(t *testing.T) {
+	const token = "metrics-token-0123456789"
+	get := func(url, bearer string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && !strings.Contains(string(body), "go_goroutines") {
+			t.Fatalf("200 without metrics: %.200s", body)
+		}
+		return resp.StatusCode
+	}
+	r := startAuthRelay(t, func(c *config.Config) { c.Metrics.Token = token })
+	for _, tc := range []struct {
+		bearer string
+		want   int
+	}{{"", 401}, {"wrong-token-0123456789", 401}, {token, 200}} {
+		if got := get(r.http+"/metrics", tc.bearer); got != tc.want {
+			t.Errorf("bearer %q: %d, want %d", tc.bearer, got, tc.want)
+		}
+	}
+	// With a listener of its own, /metrics leaves the client-facing address.
+	sep := startAuthRelay(t, func(c *config.Config) { c.Metrics = config.MetricsEndpoint{Listen: "127.0.0.1:0", Token: token} })
+	if got := get(sep.http+"/metrics", token); got != http.StatusNotFound {
+		t.Errorf("/metrics beside the socket: %d, want 404", got)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := &http.Server{Handler: sep.srv.MetricsHandler()}
+	go func() { _ = ms.Serve(ln) }()
+	t.Cleanup(func() { _ = ms.Close() })
+	if got := get("http://"+ln.Addr().String()+"/metrics", token); got != http.StatusOK {
+		t.Errorf("/metrics on its own listener: %d, want 200", got)
+	}
+	if got := get("http://"+ln.Addr().String()+"/metrics", ""); got != http.StatusUnauthorized {
+		t.Errorf("/metrics on its own listener without the token: %d, want 401", got)
+	}
+}

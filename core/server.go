@@ -2,10 +2,12 @@ package core
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/textproto"
 	"runtime/debug"
 	"strconv"
@@ -39,12 +41,14 @@ const (
 // Server is relay's HTTP side: the WebSocket endpoint, health and metrics.
 // It is the only part of relay that knows about Fiber.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	hub      *Hub
-	metrics  *Metrics
-	app      *fiber.App
-	draining atomic.Bool
+	cfg     *config.Config
+	log     *slog.Logger
+	hub     *Hub
+	metrics *Metrics
+	// metricsHandler serves /metrics (behind metrics.token when set).
+	metricsHandler http.Handler
+	app            *fiber.App
+	draining       atomic.Bool
 	// firstFrameTimeout is how long a v1 connection that presented no
 	// credential has to send it as a relay.auth frame (nanoseconds; tests
 	// shorten it).
@@ -109,7 +113,10 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s.app.Server().KeepHijackedConns = true
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.ready)
-	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
+	s.metricsHandler = metricsGuard(cfg.Metrics.Token, promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	if cfg.Metrics.Listen == "" {
+		s.app.Get("/metrics", adaptor.HTTPHandler(s.metricsHandler))
+	}
 	s.app.Get(cfg.Path, s.guard, websocket.New(s.serveConn, websocket.Config{
 		Subprotocols:    []string{subprotocolV1},
 		ReadBufferSize:  512,
@@ -141,6 +148,33 @@ func (s *Server) authFor(env string) auth.Provider {
 
 // Hub returns the server's session hub.
 func (s *Server) Hub() *Hub { return s.hub }
+
+// MetricsHandler serves /metrics with metrics.token applied, for a listener
+// of its own (metrics.listen); any other path is 404.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler)
+	return mux
+}
+
+// metricsGuard lets only requests with Authorization: Bearer token reach
+// next; an empty token lets everyone.
+func metricsGuard(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="relay metrics"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":"unauthorized","message":"/metrics needs Authorization: Bearer <metrics.token>"}`))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }

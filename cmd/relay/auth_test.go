@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -135,4 +136,51 @@ func TestServeWarnsOnOpenListenerWithoutAuth(t *testing.T) {
 		}
 	}
 
+}
+
+// relay serve with metrics.listen serves /metrics there only, behind the token.
+func TestServeMetricsOnItsOwnListener(t *testing.T) {
+	t.Setenv("RELAY_TEST_METRICS_TOKEN", "metrics-token-0123456789")
+	p := startProcess(t, writeConfig(t, "listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:0\"\n  token: ${RELAY_TEST_METRICS_TOKEN}\n"))
+	var addr string
+	deadline := time.Now().Add(5 * time.Second)
+	for addr == "" && time.Now().Before(deadline) {
+		for _, line := range strings.Split(p.logText(), "\n") {
+			var entry struct{ Message, Addr string }
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Message == "metrics listening" {
+				addr = entry.Addr
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if addr == "" {
+		t.Fatalf("no metrics listener in the log:\n%s", p.logText())
+	}
+	status := func(url, token string) int {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		url, token string
+		want       int
+	}{
+		{"http://" + addr + "/metrics", "metrics-token-0123456789", 200},
+		{"http://" + addr + "/metrics", "", 401},
+		{"http://" + p.addr + "/metrics", "metrics-token-0123456789", 404},
+	} {
+		if got := status(tc.url, tc.token); got != tc.want {
+			t.Errorf("GET %s: %d, want %d", tc.url, got, tc.want)
+		}
+	}
+	if strings.Contains(p.logText(), "metrics-token-0123456789") {
+		t.Fatal("the metrics token is in the log")
+	}
 }

@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
@@ -179,6 +181,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		reloader := &reloader{path: path, current: cfg, log: log, srv: srv}
 		go reloader.run(ctx)
 	}
+	var metricsSrv *http.Server
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			srv.Hub().SetPipeline(&core.Pipeline{}).Close()
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		metricsSrv = &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metricsSrv.Serve(mln) }()
+		log.Info("metrics listening", "addr", mln.Addr().String(), "token", cfg.Metrics.Token != "")
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
@@ -186,6 +200,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	select {
 	case err := <-served:
+		if metricsSrv != nil {
+			_ = metricsSrv.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -194,6 +211,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
+	}
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shutdownCtx)
 	}
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
