@@ -96,6 +96,8 @@ type Plugin struct {
 type Log struct {
 	Level  string `yaml:"level" doc:"debug, info, warn or error." default:"info"`
 	Format string `yaml:"format" doc:"json (Cloud Logging compatible, with severity) or text." default:"json"`
+	// TokenSecret keys the ids that name tokens in logs.
+	TokenSecret string `yaml:"token_secret" doc:"Key of the HMAC that names a token (a room) in logs, so that instances and restarts name it alike. Write ${VAR}. Empty: a random key per process, so ids match only within one process."`
 }
 
 // Shutdown configures the graceful stop.

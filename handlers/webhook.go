@@ -51,7 +51,7 @@ func init() {
 //   - 3xx, 5xx, a network error, a timeout, a body too large or not JSON:
 //     the webhook failed (the route's on_error decides).
 type Webhook struct {
-	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts, pair, claims}: pair is 32 hex digits of the SHA-256 of the sender's room (its token; with auth, auth: and its pairing key), the same for both sides of a pair; claims is the sender's auth identity, absent without auth. Required."`
+	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts, pair, claims}: pair is 32 hex digits of the SHA-256 of relay-pair: and the sender's room (its token; with auth, auth: and its pairing key), the same for both sides of a pair; claims is the sender's auth identity, absent without auth. Required."`
 	Headers          map[string]string `yaml:"headers" doc:"Headers sent with each request, e.g. Authorization: Bearer ${WEBHOOK_SECRET}."`
 	Timeout          time.Duration     `yaml:"timeout" doc:"Longest one attempt may take (the route's timeout bounds all attempts together)." default:"3s"`
 	Retries          int               `yaml:"retries" doc:"Further attempts after a network error, a timeout or a 5xx answer, with a short backoff (100ms, 200ms, 400ms…, at most 10 retries), while the route's timeout allows. The receiver may then see a message twice: use its id." default:"0"`
@@ -165,7 +165,8 @@ func pairID(token string) string {
 	if token == "" {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(token))
+	// Prefixed, so that it differs from the Redis key tag of the token.
+	sum := sha256.Sum256([]byte("relay-pair:" + token))
 	return hex.EncodeToString(sum[:16])
 }
 

@@ -41,7 +41,7 @@ func TestWebhookSignsAndIdentifies(t *testing.T) {
 	if err := json.Unmarshal(body, &req); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256([]byte("tok-1"))
+	sum := sha256.Sum256([]byte("relay-pair:tok-1"))
 	if req.Pair != hex.EncodeToString(sum[:16]) || req.Claims["role"] != "editor" {
 		t.Fatalf("pair %q claims %v", req.Pair, req.Claims)
 	}

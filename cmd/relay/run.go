@@ -153,6 +153,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log)
+	if cfg.Log.TokenSecret != "" {
+		core.SetTokenIDKey([]byte(cfg.Log.TokenSecret))
+	}
 	backplane, err := newBackplane(ctx, cfg, log)
 	if err != nil {
 		return err
