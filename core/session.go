@@ -56,6 +56,8 @@ type Session struct {
 	token     string
 	tokenHash string
 	env       string
+	claims    map[string]any // from auth, handed to handlers with each message
+	authState *sessionAuth   // nil unless the credential expires (see expiry.go)
 	wire      wireKind
 	room      *room
 	metrics   *envMetrics
@@ -497,6 +499,14 @@ func (s *Session) handleText(text []byte) {
 			s.sendAnswer(pongFrame)
 			return
 		}
+		if m.Type == refreshType {
+			if allowed {
+				s.refreshAuth(m)
+			} else {
+				s.refuse(m.ID, &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}, "")
+			}
+			return
+		}
 	} else {
 		if !utf8.Valid(text) {
 			// The original relay's ws library closed such a connection with 1007.
@@ -512,7 +522,7 @@ func (s *Session) handleText(text []byte) {
 		s.queuePublish(pubItem{id: m.ID, refusal: cerr}) // after the answers of what is queued
 		return
 	}
-	m.Token, m.From, m.TS = s.token, s.env, time.Now().UnixMilli()
+	m.Token, m.From, m.TS, m.Claims = s.token, s.env, time.Now().UnixMilli(), s.claims
 	s.hub.accept(s, m)
 }
 
