@@ -126,6 +126,22 @@ func (b *Backplane) commandLoop() {
 				// go-redis remembers the channels even when the write fails
 				// and subscribes them again when it reconnects.
 				err = ps.Subscribe(b.ctx, channels...)
+				if err != nil {
+					// This command never reached Redis (the connection could
+					// not be made or broke during the write, and go-redis
+					// closed it), so no confirmation will answer it. Left
+					// waiting, each entry would take the confirmation of a
+					// later SUBSCRIBE of its channel for its own: one stale
+					// entry per failed command, and every later subscription
+					// of the channel stays unconfirmed and deaf. The
+					// resubscription after the reconnect confirms the
+					// channel's current subscription instead.
+					b.mu.Lock()
+					for _, c := range cmds[:n] {
+						b.unwait(c.channel, c.sub)
+					}
+					b.mu.Unlock()
+				}
 			} else {
 				err = ps.Unsubscribe(b.ctx, channels...)
 			}
@@ -137,31 +153,57 @@ func (b *Backplane) commandLoop() {
 	}
 }
 
+// unwait removes sub's newest entry from the channel's waiting queue; b.mu
+// is held.
+func (b *Backplane) unwait(channel string, sub *subscription) {
+	q := b.waiting[channel]
+	for i := len(q) - 1; i >= 0; i-- {
+		if q[i] == sub {
+			q = slices.Delete(q, i, i+1)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(b.waiting, channel)
+	} else {
+		b.waiting[channel] = q
+	}
+}
+
 // readLoop receives from the pub/sub connection until Close. go-redis
 // reconnects a broken connection on the next receive and subscribes it to
 // every channel again; the confirmations make each subscription catch up
 // on what it missed meanwhile from the history.
 func (b *Backplane) readLoop() {
 	defer b.wg.Done()
-	idle := 0
+	lastHeard, pinged := time.Now(), time.Time{}
 	backoff := 10 * time.Millisecond
 	for b.ctx.Err() == nil {
 		ps := b.pubsub()
-		msg, err := ps.ReceiveTimeout(b.ctx, b.opts.HealthInterval)
+		timeout := b.opts.HealthInterval
+		if len(b.behind) > 0 {
+			timeout = min(timeout, catchUpRetry)
+		}
+		msg, err := ps.ReceiveTimeout(b.ctx, timeout)
 		if err != nil {
 			if b.ctx.Err() != nil {
 				return
 			}
 			var netErr net.Error
 			if errors.As(err, &netErr) && netErr.Timeout() {
+				b.retryCatchUps()
 				// Silence: ask the server for a sign of life, and replace a
 				// connection that stays silent (a peer gone without a reset).
-				if idle++; idle >= 3 {
+				silent := time.Since(lastHeard)
+				if silent >= 3*b.opts.HealthInterval {
 					b.replacePubSub(ps, errors.New("no answer to pings"))
-					idle = 0
+					lastHeard = time.Now()
 					continue
 				}
-				_ = ps.Ping(b.ctx, "hc")
+				if silent >= b.opts.HealthInterval && time.Since(pinged) >= b.opts.HealthInterval {
+					_ = ps.Ping(b.ctx, "hc")
+					pinged = time.Now()
+				}
 				continue
 			}
 			b.lostPubSub(err)
@@ -178,7 +220,7 @@ func (b *Backplane) readLoop() {
 			backoff = min(backoff*2, 200*time.Millisecond)
 			continue
 		}
-		idle = 0
+		lastHeard = time.Now()
 		backoff = 10 * time.Millisecond
 		if !b.pubsubOK.Swap(true) {
 			b.log.Info("redis backplane: pub/sub connection restored")
@@ -199,6 +241,9 @@ func (b *Backplane) readLoop() {
 				}
 				b.pingMu.Unlock()
 			}
+		}
+		if len(b.behind) > 0 {
+			b.retryCatchUps()
 		}
 	}
 }
@@ -269,7 +314,7 @@ func (b *Backplane) confirmed(channel string) {
 		close(sub.ready)
 		return
 	}
-	b.catchUp(sub, 0)
+	b.catchUp(sub)
 }
 
 // dispatch hands a published payload to the channel's subscribers.
@@ -294,13 +339,22 @@ func (b *Backplane) dispatch(channel, payload string) {
 			b.log.Error("redis backplane: malformed message seq", "token", shortHash(sub.token))
 			return
 		}
+		if sub.behind && !b.catchUp(sub) {
+			// What came before it is still to be read from the history,
+			// and this message will be read with it.
+			return
+		}
 		if seq <= sub.lastSeq {
 			return // delivered already by a catch-up
 		}
 		if last := max(sub.lastSeq, sub.floor.Load()); last != 0 && seq > last+1 {
 			// Seqs are consecutive: a gap is a message this connection
 			// did not see (a reconnect, or a token whose state was lost).
-			b.catchUp(sub, seq)
+			// The catch-up reads this message too, or it fails, and then
+			// this message waits in the history with those before it.
+			if !b.catchUp(sub) || seq <= sub.lastSeq {
+				return
+			}
 		}
 		m, err := decodeMessage([]byte(payload[i+1:]))
 		if err != nil {
@@ -339,19 +393,40 @@ func (b *Backplane) deliver(sub *subscription, m *core.Message) {
 	sub.mu.Unlock()
 }
 
-// catchUp delivers from the history what sub missed: messages after the
-// newest it delivered, and before until (0: all).
-func (b *Backplane) catchUp(sub *subscription, until uint64) {
+// catchUpRetry is how soon a catch-up that failed is tried again.
+const catchUpRetry = 100 * time.Millisecond
+
+// catchUp delivers from the history what sub missed: everything retained
+// after the newest message it delivered (or the newest a History call
+// returned). It reports whether it could read the history; if not, sub is
+// behind: its live messages are held back (they are in the history too)
+// and the catch-up is retried every catchUpRetry until it succeeds, so
+// that a history read failing once (Redis still loading its dataset after
+// a restart, a timeout) loses nothing and reorders nothing. Reader only.
+func (b *Backplane) catchUp(sub *subscription) bool {
 	from := max(sub.lastSeq, sub.floor.Load())
 	if from == 0 {
-		return
+		b.caughtUp(sub)
+		return true
 	}
 	res, st, err := b.history(b.ctx, sub.token, sub.keys, from)
 	if err != nil {
-		b.log.Warn("redis backplane: cannot catch up after a gap; live sessions may miss messages",
-			"token", shortHash(sub.token), "err", err)
-		return
+		if !sub.behind {
+			b.log.Warn("redis backplane: cannot catch up after a gap yet; live messages of the token wait until the history can be read",
+				"token", shortHash(sub.token), "err", err)
+			sub.behind = true
+			if b.behind == nil {
+				b.behind = make(map[*subscription]struct{})
+			}
+			b.behind[sub] = struct{}{}
+		}
+		sub.retryAt = time.Now().Add(catchUpRetry)
+		return false
 	}
+	if sub.behind {
+		b.log.Info("redis backplane: caught up after a gap", "token", shortHash(sub.token))
+	}
+	b.caughtUp(sub)
 	// Lost is what left the history after from; when Redis lost the token's
 	// state, its new life starts at base and only later losses count.
 	if st.evicted > max(from, st.base) {
@@ -360,12 +435,33 @@ func (b *Backplane) catchUp(sub *subscription, until uint64) {
 			"token", shortHash(sub.token), "after", from)
 	}
 	for _, m := range res.Messages {
-		if until != 0 && m.Seq >= until {
-			break
-		}
 		if m.Seq > sub.lastSeq {
 			b.catchUps.Add(1)
 			b.deliver(sub, m)
+		}
+	}
+	return true
+}
+
+func (b *Backplane) caughtUp(sub *subscription) {
+	if sub.behind {
+		sub.behind = false
+		delete(b.behind, sub)
+	}
+}
+
+// retryCatchUps retries the catch-ups that failed and are due. Reader only.
+func (b *Backplane) retryCatchUps() {
+	now := time.Now()
+	for sub := range b.behind {
+		b.mu.RLock()
+		current := b.subs[sub.keys.channel] == sub
+		b.mu.RUnlock()
+		switch {
+		case !current:
+			b.caughtUp(sub) // unsubscribed meanwhile
+		case !now.Before(sub.retryAt):
+			b.catchUp(sub)
 		}
 	}
 }

@@ -109,6 +109,8 @@ type Backplane struct {
 	pings  map[string]chan struct{}
 	pingN  atomic.Uint64
 
+	behind map[*subscription]struct{} // subscriptions whose catch-up failed; reader only
+
 	redisOK   atomic.Bool
 	pubsubOK  atomic.Bool
 	redisBack chan struct{} // the health check saw Redis answer again
@@ -141,7 +143,9 @@ type subscription struct {
 
 	// Reader goroutine only.
 	confirmed bool
-	lastSeq   uint64 // newest seq delivered
+	lastSeq   uint64    // newest seq delivered
+	behind    bool      // a catch-up failed: live messages wait for the next one
+	retryAt   time.Time // when behind: when to try again
 	// floor is the newest seq a History call on this instance returned
 	// after the subscription was live: the reader knows nothing older
 	// than it can be missing.
