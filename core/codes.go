@@ -40,6 +40,7 @@ const (
 	ErrInvalidUTF8    = "invalid_utf8"
 	ErrRateLimited    = "rate_limited"
 	ErrRejected       = "rejected"
-	ErrUnavailable    = "unavailable"
+	ErrUnavailable    = "unavailable" // certainly not accepted, and never will be
+	ErrUnconfirmed    = "unconfirmed" // may have been accepted: resend with the same id (deduplicated)
 	ErrInternal       = "internal"
 )

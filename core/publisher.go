@@ -164,10 +164,14 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 		if it.id != "" {
 			s.ack(it.id, it.seq)
 		}
+	case r.Err != nil && errors.Is(r.Err, ErrPublishUnconfirmed):
+		s.hub.metrics.drops.WithLabelValues(ErrUnconfirmed).Inc()
+		s.hub.log.Debug("backplane: publish unconfirmed", "token", s.tokenHash, "env", s.env, "err", r.Err)
+		s.refuse(it.id, &ClientError{Code: ErrUnconfirmed, Message: "relay may have accepted the message; resend it with the same id"}, it.route)
 	case r.Err != nil:
 		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
 		s.hub.log.Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
-		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, it.route)
+		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now (not relayed); retry"}, it.route)
 	default:
 		if r.Duplicate {
 			s.hub.metrics.drops.WithLabelValues("duplicate").Inc()

@@ -77,5 +77,10 @@
 // refuses messages with relay.error unavailable; sessions stay up), and
 // Ready reports false until both connections work again. A script is never
 // retried by the client: a publish whose reply was lost is not published
-// twice (a client resend with the same id is deduplicated).
+// twice (a client resend with the same id is deduplicated). A publish
+// carries a deadline in Redis's clock (estimated by the health check's
+// TIME), halfway to its call's timeout, and does nothing when it reaches
+// Redis later; so a failed publish is either certainly not published (the
+// hub answers unavailable) or ran in time and lost its reply (it wraps
+// core.ErrPublishUnconfirmed; the hub answers unconfirmed).
 package redisbp

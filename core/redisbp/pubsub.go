@@ -206,16 +206,25 @@ func (b *Backplane) readLoop() {
 				}
 				continue
 			}
-			b.lostPubSub(err)
+			b.lostPubSub(b.noted(err))
 			// Retry soon: while this connection is down, the subscribers
 			// miss what other instances publish and must catch up on it
-			// from the history. The health check wakes the reader as soon
-			// as Redis answers again.
+			// from the history. While Redis is unreachable, wait for the
+			// health check to find it back instead of dialing (see
+			// reachable): it wakes the reader at once.
 			select {
 			case <-b.ctx.Done():
 				return
 			case <-time.After(backoff):
 			case <-b.redisBack:
+			}
+			for !b.redisOK.Load() {
+				select {
+				case <-b.ctx.Done():
+					return
+				case <-b.redisBack:
+				case <-time.After(100 * time.Millisecond):
+				}
 			}
 			backoff = min(backoff*2, 200*time.Millisecond)
 			continue
@@ -496,33 +505,87 @@ func (b *Backplane) barrier(ctx context.Context) error {
 	}
 }
 
-// healthLoop checks the command connections.
+// healthLoop checks the command connections every HealthInterval, and
+// every 100 ms while Redis is unreachable (operations fail at once
+// meanwhile, so the check decides how soon they work again). While Redis
+// is unreachable it checks with a throwaway client of its own rather than
+// the shared pool, whose dial errors would trip go-redis's dial breaker
+// (see reachable). It also keeps the estimate of Redis's clock that
+// publish deadlines are set in.
 func (b *Backplane) healthLoop() {
 	defer b.wg.Done()
-	t := time.NewTicker(b.opts.HealthInterval)
+	poll := min(b.opts.HealthInterval, 100*time.Millisecond)
+	t := time.NewTicker(poll)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, b.opts.HealthInterval)
-		err := b.rdb.Ping(ctx).Err()
-		cancel()
+		up := b.redisOK.Load()
+		if up && time.Since(last) < b.opts.HealthInterval {
+			continue
+		}
+		last = time.Now()
+		rdb := b.rdb
+		if !up {
+			probe := *b.ropts
+			probe.PoolSize, probe.MinIdleConns, probe.MaxIdleConns = 1, 0, 0
+			rdb = redis.NewClient(&probe)
+		}
+		offset, rtt, err := b.check(rdb)
+		if !up {
+			_ = rdb.Close()
+		}
 		if b.ctx.Err() != nil {
 			return
 		}
-		if ok := err == nil; b.redisOK.Swap(ok) != ok {
-			if ok {
-				select {
-				case b.redisBack <- struct{}{}:
-				default:
-				}
-				b.log.Info("redis backplane: redis reachable again")
-			} else {
-				b.log.Error("redis backplane: redis unreachable", "err", err)
+		if err == nil && rtt < b.opts.OpTimeout/4 {
+			b.clockOffset.Store(int64(offset))
+		}
+		switch {
+		case err != nil:
+			b.markDown(err)
+		case !b.redisOK.Swap(true):
+			select {
+			case b.redisBack <- struct{}{}:
+			default:
 			}
+			b.log.Info("redis backplane: redis reachable again")
 		}
 	}
+}
+
+// check asks rdb for PING and TIME in one round trip: PING answers LOADING
+// while Redis loads its dataset (TIME does not), so Redis is usable when
+// both answer. It returns Redis's clock minus this host's and the round
+// trip.
+func (b *Backplane) check(rdb *redis.Client) (time.Duration, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.opts.HealthInterval)
+	defer cancel()
+	pipe := rdb.Pipeline()
+	ping := pipe.Ping(ctx)
+	now := pipe.Time(ctx)
+	sent := time.Now()
+	_, _ = pipe.Exec(ctx)
+	rtt := time.Since(sent)
+	if err := ping.Err(); err != nil {
+		return 0, rtt, err
+	}
+	if err := now.Err(); err != nil {
+		return 0, rtt, err
+	}
+	return now.Val().Sub(sent.Add(rtt / 2)), rtt, nil
+}
+
+// measureClock returns Redis's clock minus this host's.
+func measureClock(ctx context.Context, rdb *redis.Client) (time.Duration, error) {
+	sent := time.Now()
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		return 0, err
+	}
+	return now.Sub(sent.Add(time.Since(sent) / 2)), nil
 }
