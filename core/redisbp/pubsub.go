@@ -406,14 +406,23 @@ func (b *Backplane) deliver(sub *subscription, m *core.Message) {
 const catchUpRetry = 100 * time.Millisecond
 
 // catchUp delivers from the history what sub missed: everything retained
-// after the newest message it delivered (or the newest a History call
-// returned). It reports whether it could read the history; if not, sub is
-// behind: its live messages are held back (they are in the history too)
-// and the catch-up is retried every catchUpRetry until it succeeds, so
-// that a history read failing once (Redis still loading its dataset after
-// a restart, a timeout) loses nothing and reorders nothing. Reader only.
+// after the newest message it delivered (before its first, after the
+// newest a History call returned). It reports whether it could read the
+// history; if not, sub is behind: its live messages are held back (they
+// are in the history too) and the catch-up is retried every catchUpRetry
+// until it succeeds, so that a history read failing once (Redis still
+// loading its dataset after a restart, a timeout) loses nothing and
+// reorders nothing. Reader only.
+//
+// It starts after lastSeq even when a History call has raised floor above
+// it meanwhile (held-back messages were dispatched but not delivered): the
+// sessions that were there need them, and a session that joined and got
+// them in its replay has them again, which v1 clients drop by seq.
 func (b *Backplane) catchUp(sub *subscription) bool {
-	from := max(sub.lastSeq, sub.floor.Load())
+	from := sub.lastSeq
+	if from == 0 {
+		from = sub.floor.Load()
+	}
 	if from == 0 {
 		b.caughtUp(sub)
 		return true
@@ -518,6 +527,7 @@ func (b *Backplane) healthLoop() {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	last := time.Now()
+	fails := 0 // consecutive failed checks
 	for {
 		select {
 		case <-b.ctx.Done():
@@ -525,7 +535,7 @@ func (b *Backplane) healthLoop() {
 		case <-t.C:
 		}
 		up := b.redisOK.Load()
-		if up && time.Since(last) < b.opts.HealthInterval {
+		if up && fails == 0 && time.Since(last) < b.opts.HealthInterval {
 			continue
 		}
 		last = time.Now()
@@ -547,13 +557,21 @@ func (b *Backplane) healthLoop() {
 		}
 		switch {
 		case err != nil:
-			b.markDown(err)
+			// A refused connection is certain; a slow answer may be a
+			// moment's load (a busy host, a fork), so it takes two in a
+			// row, 100 ms apart, to refuse every call.
+			if fails++; fails >= 2 || isDialError(err) {
+				b.markDown(err)
+			}
 		case !b.redisOK.Swap(true):
+			fails = 0
 			select {
 			case b.redisBack <- struct{}{}:
 			default:
 			}
 			b.log.Info("redis backplane: redis reachable again")
+		default:
+			fails = 0
 		}
 	}
 }

@@ -397,11 +397,16 @@ func (b *Backplane) reachable() error {
 // noted returns err, first taking a failed dial as Redis being unreachable
 // (the health check confirms it or not within 100 ms).
 func (b *Backplane) noted(err error) error {
-	var op *net.OpError
-	if err != nil && (errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial")) {
+	if isDialError(err) {
 		b.markDown(err)
 	}
 	return err
+}
+
+// isDialError reports whether err is a failure to connect.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial"))
 }
 
 func (b *Backplane) markDown(err error) {
