@@ -58,7 +58,10 @@
 // and live traffic. A pub/sub connection that breaks is reconnected and
 // resubscribed by go-redis; one that goes silent is replaced. After either,
 // and whenever a message's seq skips, the subscription catches up on what it
-// missed from the history.
+// missed from the history; when the history cannot be read (Redis still
+// loading after a restart), its live messages wait and the catch-up is
+// retried every 100 ms. While Redis is unreachable every call fails at
+// once without dialing, and only the health check probes it.
 //
 // # Presence
 //
