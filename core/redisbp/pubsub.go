@@ -102,6 +102,13 @@ func (b *Backplane) commandLoop() {
 			return
 		case <-b.cmdWake:
 		}
+		// Commands wait while Redis is unreachable: sending them would only
+		// dial in vain (see reachable). They go out, in order, once it is
+		// back; the reader's reconnect subscribes the channels subscribed
+		// before.
+		if !b.waitReachable() {
+			return
+		}
 		b.cmdMu.Lock()
 		cmds := b.cmds
 		b.cmds = nil
@@ -216,15 +223,9 @@ func (b *Backplane) readLoop() {
 			case <-b.ctx.Done():
 				return
 			case <-time.After(backoff):
-			case <-b.redisBack:
 			}
-			for !b.redisOK.Load() {
-				select {
-				case <-b.ctx.Done():
-					return
-				case <-b.redisBack:
-				case <-time.After(100 * time.Millisecond):
-				}
+			if !b.waitReachable() {
+				return
 			}
 			backoff = min(backoff*2, 200*time.Millisecond)
 			continue
@@ -497,6 +498,9 @@ func (b *Backplane) barrier(ctx context.Context) error {
 		delete(b.pings, id)
 		b.pingMu.Unlock()
 	}()
+	if err := b.reachable(); err != nil {
+		return err
+	}
 	if err := b.pubsub().Ping(ctx, id); err != nil {
 		return err
 	}
@@ -565,10 +569,10 @@ func (b *Backplane) healthLoop() {
 			}
 		case !b.redisOK.Swap(true):
 			fails = 0
-			select {
-			case b.redisBack <- struct{}{}:
-			default:
-			}
+			b.upMu.Lock()
+			close(b.up)
+			b.up = make(chan struct{})
+			b.upMu.Unlock()
 			b.log.Info("redis backplane: redis reachable again")
 		default:
 			fails = 0

@@ -118,9 +118,10 @@ type Backplane struct {
 	// check last measured it (within half its round trip).
 	clockOffset atomic.Int64
 
-	redisOK   atomic.Bool
-	pubsubOK  atomic.Bool
-	redisBack chan struct{} // the health check saw Redis answer again
+	redisOK  atomic.Bool
+	pubsubOK atomic.Bool
+	upMu     sync.Mutex
+	up       chan struct{} // closed, and replaced, whenever the health check finds Redis reachable again
 
 	reconnects, catchUps, gaps atomic.Int64
 }
@@ -223,21 +224,21 @@ func New(ctx context.Context, cfg config.Backplane, opts Options) (*Backplane, e
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	b := &Backplane{
-		opts:      opts,
-		ropts:     ropts,
-		prefix:    prefix,
-		metaKeep:  max(2*opts.History.TTL, 10*time.Minute, 2*opts.ClaimTTL),
-		instance:  hex.EncodeToString(id[:]),
-		log:       opts.Log,
-		rdb:       rdb,
-		subs:      make(map[string]*subscription),
-		waiting:   make(map[string][]*subscription),
-		cmdWake:   make(chan struct{}, 1),
-		redisBack: make(chan struct{}, 1),
-		claims:    make(map[string]map[string]string),
-		pings:     make(map[string]chan struct{}),
-		ids:       newIDCache(idCacheSize),
-		resuming:  make(map[string]time.Time),
+		opts:     opts,
+		ropts:    ropts,
+		prefix:   prefix,
+		metaKeep: max(2*opts.History.TTL, 10*time.Minute, 2*opts.ClaimTTL),
+		instance: hex.EncodeToString(id[:]),
+		log:      opts.Log,
+		rdb:      rdb,
+		subs:     make(map[string]*subscription),
+		waiting:  make(map[string][]*subscription),
+		cmdWake:  make(chan struct{}, 1),
+		up:       make(chan struct{}),
+		claims:   make(map[string]map[string]string),
+		pings:    make(map[string]chan struct{}),
+		ids:      newIDCache(idCacheSize),
+		resuming: make(map[string]time.Time),
 	}
 	b.clockOffset.Store(int64(offset))
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -407,6 +408,25 @@ func (b *Backplane) noted(err error) error {
 func isDialError(err error) bool {
 	var op *net.OpError
 	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial"))
+}
+
+// waitReachable returns once Redis is not known unreachable, or false when
+// the backplane closes first.
+func (b *Backplane) waitReachable() bool {
+	for !b.redisOK.Load() {
+		b.upMu.Lock()
+		up := b.up
+		b.upMu.Unlock()
+		if b.redisOK.Load() {
+			break
+		}
+		select {
+		case <-up:
+		case <-b.ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (b *Backplane) markDown(err error) {
