@@ -110,7 +110,7 @@ func (b *Backplane) commandLoop() {
 			return
 		}
 		b.cmdMu.Lock()
-		cmds := b.cmds
+		cmds := lastPerChannel(b.cmds)
 		b.cmds = nil
 		b.cmdMu.Unlock()
 		for len(cmds) > 0 {
@@ -158,6 +158,33 @@ func (b *Backplane) commandLoop() {
 			cmds = cmds[n:]
 		}
 	}
+}
+
+// lastPerChannel keeps the last of the queued commands of each channel, in
+// order: only the channel's final state matters to Redis, and a
+// subscription whose subscribe is followed by another command was dropped
+// meanwhile. Sessions that come and go while Redis is unreachable (each
+// refused) queue a subscribe and an unsubscribe each, thousands in a long
+// outage, which would otherwise all go out once Redis is back and delay
+// the confirmation of the subscription that counts.
+func lastPerChannel(cmds []psCommand) []psCommand {
+	if len(cmds) < 2 {
+		return cmds
+	}
+	last := make(map[string]int, len(cmds))
+	for i, c := range cmds {
+		last[c.channel] = i
+	}
+	if len(last) == len(cmds) {
+		return cmds
+	}
+	out := make([]psCommand, 0, len(last))
+	for i, c := range cmds {
+		if last[c.channel] == i {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // unwait removes sub's newest entry from the channel's waiting queue; b.mu
