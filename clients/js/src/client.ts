@@ -895,7 +895,8 @@ export class RelayClient {
           route: data.route,
           id: data.id,
         });
-        if (!p && err.code === 'token_expired' && this.refresh()) break; // handled: still seen by on('relay.error')
+        // The relay's warning has no id; a refused relay.refresh (its id) goes to onError, never into another refresh.
+        if (data.id === undefined && err.code === 'token_expired' && this.refresh()) break; // still seen by on('relay.error')
         if (p) {
           // The connection's own rate limit (no route): pace down and send it again. A route's
           // rate_limit is the app's policy, unknown to the client, and final like other refusals.

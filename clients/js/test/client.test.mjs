@@ -1027,6 +1027,11 @@ describe('credentials and refresh', () => {
     const r = net.last.appFrames.find((f) => f.type === 'relay.refresh');
     net.last.frame({ type: 'relay.error', data: { code: 'unauthorized', message: 'another pairing key', id: r.id } });
     assert.deepEqual(errors.map((e) => [e.code, e.id]), [['unauthorized', r.id]]);
+    // a refresh refused as expired itself is reported, not answered with yet another refresh
+    net.last.frame({ type: 'relay.error', data: { code: 'token_expired', message: 'expired', id: r.id } });
+    await flush();
+    assert.deepEqual(errors.map((e) => e.code), ['unauthorized', 'token_expired']);
+    assert.equal(net.last.appFrames.filter((f) => f.type === 'relay.refresh').length, 1);
   });
 
   test('4501 closing an open session: a token function reconnects with a new credential', async (t) => {
