@@ -228,3 +228,32 @@ func TestPluginAuthConnections(t *testing.T) {
 		}
 	}
 }
+
+// The Node example implements Authenticate too: a known API key admits with
+// its pairing key, an expiry and claims; an unknown one is refused.
+func TestPluginAuthNode(t *testing.T) {
+	set, _ := buildAuth(t, `
+plugins: [{name: ne, command: node, args: [NODE_ENRICHER]}]
+auth:
+  provider: plugin
+  plugin: {name: ne, config: {api_keys: "k-1=order-7,k-2=order-8", source: test}}
+`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	before := time.Now()
+	id, err := set.For("h5").Authenticate(ctx, &auth.Request{Credential: "k-2", Env: "h5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Key != "order-8" || id.Envs != nil || id.Claims["source"] != "test" || id.Claims["env"] != "h5" {
+		t.Fatalf("identity %+v", id)
+	}
+	if d := id.Expires.Sub(before); d < 59*time.Minute || d > 61*time.Minute {
+		t.Fatalf("expires in %s, want about 1h", d)
+	}
+	_, err = set.For("h5").Authenticate(ctx, &auth.Request{Credential: "k-3", Env: "h5"})
+	var ae *auth.Error
+	if !errors.As(err, &ae) || ae.Code != "unauthorized" || ae.Message != "unknown API key" {
+		t.Fatalf("unknown key: %v", err)
+	}
+}
