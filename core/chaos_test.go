@@ -1,8 +1,6 @@
 package core
 
 import (
-	"math/rand/v2"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,25 +23,9 @@ func TestChaosExactlyOnceAcrossRandomDisconnects(t *testing.T) {
 	h5 := streamtest.NewStreamClient(t, urls, 0, "chaos", "h5", total)
 	mini := streamtest.NewStreamClient(t, urls, 0, "chaos", "miniapp", total)
 
-	stopCutting := make(chan struct{})
-	var cutters sync.WaitGroup
-	for _, c := range []*streamtest.StreamClient{h5, mini} {
-		cutters.Add(1)
-		go func() {
-			defer cutters.Done()
-			for {
-				select {
-				case <-stopCutting:
-					return
-				case <-time.After(time.Duration(50+rand.IntN(250)) * time.Millisecond):
-					c.Cut()
-				}
-			}
-		}()
-	}
+	stopCutting := streamtest.CutAtRandom([]*streamtest.StreamClient{h5, mini}, 50*time.Millisecond, 300*time.Millisecond)
 	streamtest.Exchange(t, h5, mini, total, 90*time.Second, func() {})
-	close(stopCutting)
-	cutters.Wait()
+	stopCutting()
 	for _, c := range []*streamtest.StreamClient{h5, mini} {
 		if n := c.Reconnects(); n < 10 {
 			t.Errorf("%s: only %d connection cuts; the test did not exercise resume", c.Env(), n)
@@ -68,25 +50,9 @@ func TestChaosInOrderAcrossRateLimitRetries(t *testing.T) {
 	mini := streamtest.NewStreamClient(t, urls, 0, "chaos-rate", "miniapp", total)
 	h5.Pace, mini.Pace = 0, 0 // as fast as the window allows: far over the limit
 
-	stopCutting := make(chan struct{})
-	var cutters sync.WaitGroup
-	for _, c := range []*streamtest.StreamClient{h5, mini} {
-		cutters.Add(1)
-		go func() {
-			defer cutters.Done()
-			for {
-				select {
-				case <-stopCutting:
-					return
-				case <-time.After(time.Duration(100+rand.IntN(400)) * time.Millisecond):
-					c.Cut()
-				}
-			}
-		}()
-	}
+	stopCutting := streamtest.CutAtRandom([]*streamtest.StreamClient{h5, mini}, 100*time.Millisecond, 500*time.Millisecond)
 	streamtest.Exchange(t, h5, mini, total, 120*time.Second, func() {})
-	close(stopCutting)
-	cutters.Wait()
+	stopCutting()
 	for _, c := range []*streamtest.StreamClient{h5, mini} {
 		if c.RateLimited() == 0 {
 			t.Errorf("%s: no message was rate limited; the test did not exercise retries", c.Env())

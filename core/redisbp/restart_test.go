@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,22 +38,7 @@ func TestTrafficResumesAfterRedisRestart(t *testing.T) {
 			mini := streamtest.NewStreamClient(t, urls, 1, "restart-chaos", "miniapp", total)
 			h5.Pace, mini.Pace = 5*time.Millisecond, 5*time.Millisecond // about 1,000 messages/s each
 
-			stopCutting := make(chan struct{})
-			var cutters sync.WaitGroup
-			for _, c := range []*streamtest.StreamClient{h5, mini} {
-				cutters.Add(1)
-				go func() {
-					defer cutters.Done()
-					for {
-						select {
-						case <-stopCutting:
-							return
-						case <-time.After(time.Duration(50+rand.IntN(250)) * time.Millisecond):
-							c.Cut()
-						}
-					}
-				}()
-			}
+			stopCutting := streamtest.CutAtRandom([]*streamtest.StreamClient{h5, mini}, 50*time.Millisecond, 300*time.Millisecond)
 			var ready time.Time
 			start := time.Now()
 			streamtest.Run(t, h5, mini, total, 60*time.Second, func() {
@@ -73,8 +56,7 @@ func TestTrafficResumesAfterRedisRestart(t *testing.T) {
 				ready = time.Now()
 				t.Logf("redis answering again after %v", ready.Sub(start).Round(time.Millisecond))
 			})
-			close(stopCutting)
-			cutters.Wait()
+			stopCutting()
 			if ready.IsZero() {
 				return
 			}

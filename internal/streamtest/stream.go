@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"slices"
@@ -491,4 +492,30 @@ func CheckAfter(t testing.TB, s, r *StreamClient, from time.Time, resume time.Du
 		t.Errorf("%s→%s: %d messages sent after the outage never delivered", s.env, r.env, missing)
 	}
 	t.Logf("%s→%s: %d messages first sent after the outage; %d skipped by %s's resync after it", s.env, r.env, sent, skipped, r.env)
+}
+
+// CutAtRandom cuts each client's connection (Cut) after a random pause of
+// least..most, again and again, until stop is called; stop returns once
+// the cutting has ended.
+func CutAtRandom(clients []*StreamClient, least, most time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var cutters sync.WaitGroup
+	for _, c := range clients {
+		cutters.Add(1)
+		go func() {
+			defer cutters.Done()
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(least + rand.N(most-least+1)):
+					c.Cut()
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		cutters.Wait()
+	}
 }
