@@ -36,8 +36,12 @@ type Server struct {
 	metrics  *Metrics
 	app      *fiber.App
 	draining atomic.Bool
+	ctx      context.Context // ends with Shutdown: background work stops
 	stop     context.CancelFunc
 	bgDone   sync.WaitGroup
+
+	budget   MemoryBudget
+	pressure atomic.Bool // memory use above the budget's high-water mark
 
 	ipMu    sync.Mutex
 	ipConns map[string]int
@@ -86,8 +90,9 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	if stats, ok := bp.(interface{ Stats() MemoryStats }); ok {
 		metrics.registerHistory(stats.Stats)
 	}
+	metrics.registerMemory(s)
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.hub.heartbeat(ctx) }()
 	return s
@@ -151,6 +156,11 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	// accept messages: load balancers should send new clients elsewhere.
 	if r, ok := s.hub.bp.(interface{ Ready() bool }); ok && !r.Ready() {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "backplane unavailable"})
+	}
+	// Near its memory budget the instance should get no new connections;
+	// those it has keep working (see SetMemoryBudget).
+	if s.pressure.Load() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "memory pressure"})
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }

@@ -63,12 +63,13 @@ type Session struct {
 	overStart time.Time     // window in which refused messages are counted toward 4029
 	overCount int
 
-	mu      sync.Mutex
-	queue   []outFrame
-	queued  int // bytes in queue
-	writing bool
-	closing bool
-	writer  sync.WaitGroup
+	mu       sync.Mutex
+	queue    []outFrame
+	queued   int // bytes in queue
+	inflight int // bytes the writer took from the queue and is writing
+	writing  bool
+	closing  bool
+	writer   sync.WaitGroup
 
 	pub *publisher // nil until the first message through a BatchPublisher
 
@@ -112,6 +113,11 @@ func (s *Session) enqueueLocked(f outFrame) (overflow bool) {
 	// A frame larger than the byte bound still goes out alone: a message
 	// the relay accepted must never make its receiver unable to catch up.
 	if len(s.queue) > 0 && (len(s.queue) >= limits.SendQueue || s.queued+len(f.data) > limits.SendQueueBytes) {
+		return true
+	}
+	if !s.hub.queues.add(s.hub, len(f.data), len(s.queue) > 0) {
+		s.hub.metrics.drops.WithLabelValues("queue_budget").Inc()
+		s.hub.queues.shed.Add(1)
 		return true
 	}
 	s.queue = append(s.queue, f)
@@ -182,7 +188,7 @@ func (s *Session) closeWith(code int) {
 	s.closing = true
 	s.wakeReplayLocked()
 	if code == CloseSlowConsumer {
-		s.queue, s.queued = nil, 0
+		s.dropQueueLocked()
 	}
 	s.queue = append(s.queue, outFrame{data: websocket.FormatCloseMessage(code, closeReasons[code]), op: opClose})
 	s.startWriterLocked()
@@ -194,16 +200,23 @@ func (s *Session) writeLoop() {
 	var spare []outFrame
 	for {
 		s.mu.Lock()
+		// What the last batch held is written (or lost) by now.
+		s.hub.queues.release(s.inflight)
+		s.inflight = 0
 		batch := s.queue
 		if len(batch) == 0 {
 			s.writing = false
 			s.mu.Unlock()
 			return
 		}
-		s.queue, s.queued = spare[:0], 0
+		s.queue, s.inflight, s.queued = spare[:0], s.queued, 0
 		s.wakeReplayLocked()
 		s.mu.Unlock()
 		if !s.writeBatch(batch) {
+			s.mu.Lock()
+			s.hub.queues.release(s.inflight)
+			s.inflight = 0
+			s.mu.Unlock()
 			return
 		}
 		clear(batch)
@@ -297,10 +310,16 @@ func appendFrame(dst []byte, opcode byte, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// dropQueueLocked forgets what is queued and not yet taken by the writer.
+func (s *Session) dropQueueLocked() {
+	s.hub.queues.release(s.queued)
+	s.queue, s.queued = nil, 0
+}
+
 func (s *Session) stopWriting() {
 	s.mu.Lock()
 	s.closing = true
-	s.queue, s.queued = nil, 0
+	s.dropQueueLocked()
 	s.writing = false
 	s.wakeReplayLocked()
 	s.mu.Unlock()
@@ -358,7 +377,7 @@ func (s *Session) run() {
 	}
 	s.mu.Lock()
 	s.closing = true
-	s.queue, s.queued = nil, 0
+	s.dropQueueLocked()
 	s.wakeReplayLocked()
 	replay := s.replay
 	s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 
 	"github.com/pairrelay/relay/config"
@@ -128,7 +129,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log)
-	backplane, err := newBackplane(ctx, cfg, log)
+	budget := applyMemoryBudget(cfg, log)
+	backplane, err := newBackplane(ctx, cfg, budget, log)
 	if err != nil {
 		return err
 	}
@@ -138,6 +140,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	srv := core.NewServer(cfg, log, backplane)
+	srv.SetMemoryBudget(budget)
 	pipeline, err := buildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
 	if err != nil {
 		ln.Close()
@@ -167,6 +170,25 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
 	return nil
+}
+
+// applyMemoryBudget resolves limits.memory and makes it the Go runtime's
+// soft memory limit, so that the garbage collector works harder as the
+// budget nears instead of letting the heap double. A GOMEMLIMIT set in the
+// environment is the operator's word and stays.
+func applyMemoryBudget(cfg *config.Config, log *slog.Logger) core.MemoryBudget {
+	budget := core.ResolveMemoryBudget(cfg.Limits.Memory)
+	if budget.Limit <= 0 {
+		log.Info("no memory budget", "source", budget.Source)
+		return budget
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(budget.Limit)
+	}
+	log.Info("memory budget", "bytes", budget.Limit, "source", budget.Source,
+		"history_bytes", budget.HistoryBytes(cfg.History.MaxBytes), "send_queue_bytes", budget.QueueBytes(),
+		"go_memory_limit", debug.SetMemoryLimit(-1))
+	return budget
 }
 
 // newLogger writes JSON lines Cloud Logging understands (severity, message)
