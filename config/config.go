@@ -49,6 +49,8 @@ type Limits struct {
 	WriteTimeout           time.Duration `yaml:"write_timeout" doc:"Longest a single frame write may block before the connection is dropped." default:"10s"`
 	MessagesPerSecond      float64       `yaml:"messages_per_second" doc:"Sustained messages per second one connection may send; excess messages are refused with relay.error rate_limited. 0 disables." default:"100"`
 	Burst                  int           `yaml:"burst" doc:"Messages one connection may send at once above the sustained rate." default:"200"`
+	MaxFragments           int           `yaml:"max_fragments" doc:"Frames one client message may be split into (a first frame and its continuations); more close the connection with 1008. Never less than max_frame_bytes/4096 in effect, so that a message of the largest size sent in 4 KiB frames (as Go WebSocket clients do) fits. 0 disables." default:"128"`
+	MessageTimeout         time.Duration `yaml:"message_timeout" doc:"Longest a client may take to finish a message it started (from its first frame to the end of its last); longer closes the connection with 1008. 0 disables." default:"30s"`
 	MaxConnections         int           `yaml:"max_connections" doc:"Open WebSocket connections this process accepts; more get HTTP 503. 0 disables." default:"50000"`
 	MaxConnectionsPerToken int           `yaml:"max_connections_per_token" doc:"Envs connected at once for one token; more get close 4504. 0 disables." default:"16"`
 	MaxConnectionsPerIP    int           `yaml:"max_connections_per_ip" doc:"Open connections from one client IP; more get HTTP 429. 0 disables (the default: behind Cloud Run or the WeChat gateway many users share an address)." default:"0"`
@@ -116,6 +118,8 @@ func Default() *Config {
 			WriteTimeout:           10 * time.Second,
 			MessagesPerSecond:      100,
 			Burst:                  200,
+			MaxFragments:           128,
+			MessageTimeout:         30 * time.Second,
 			MaxConnections:         50000,
 			MaxConnectionsPerToken: 16,
 		},

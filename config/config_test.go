@@ -91,6 +91,8 @@ func TestValidFile(t *testing.T) {
 			WriteTimeout:           5 * time.Second,
 			MessagesPerSecond:      12.5,
 			Burst:                  25,
+			MaxFragments:           128,
+			MessageTimeout:         30 * time.Second,
 			MaxConnections:         1000,
 			MaxConnectionsPerToken: 4,
 			MaxConnectionsPerIP:    50,

@@ -91,6 +91,9 @@ func (c *Config) problems() Problems {
 	case mps > 0 && l.Burst < 1:
 		add("limits.burst", "must be at least 1 when limits.messages_per_second is set, got %d", l.Burst)
 	}
+	if l.MessageTimeout < 0 {
+		add("limits.message_timeout", "must be at least 0 (0 disables the limit), got %s", l.MessageTimeout)
+	}
 	for _, limit := range []struct {
 		path string
 		n    int
@@ -98,6 +101,7 @@ func (c *Config) problems() Problems {
 		{"limits.max_connections", l.MaxConnections},
 		{"limits.max_connections_per_token", l.MaxConnectionsPerToken},
 		{"limits.max_connections_per_ip", l.MaxConnectionsPerIP},
+		{"limits.max_fragments", l.MaxFragments},
 	} {
 		if limit.n < 0 {
 			add(limit.path, "must be at least 0 (0 disables the cap), got %d", limit.n)

@@ -5,6 +5,7 @@ package core
 const (
 	CloseNormal         = 1000
 	CloseTooLarge       = 1009
+	ClosePolicy         = 1008 // a message split into too many fragments, or not finished in time
 	CloseRestarting     = 1012 // relay stopping or restarting: reconnect, maybe to another instance
 	CloseSlowConsumer   = 4008
 	CloseTooMany        = 4029
@@ -20,6 +21,7 @@ const (
 var closeReasons = map[int]string{
 	CloseNormal:         "bye",
 	CloseTooLarge:       "frame too large",
+	ClosePolicy:         "policy violation",
 	CloseRestarting:     "relay restarting",
 	CloseSlowConsumer:   "slow consumer",
 	CloseTooMany:        "too many messages",

@@ -37,6 +37,13 @@ func startRelay(t *testing.T, mutate ...func(*config.Config)) *testRelay {
 // startRelayB starts a relay for a test or a benchmark.
 func startRelayB(t testing.TB, mutate ...func(*config.Config)) *testRelay {
 	t.Helper()
+	return startRelayLog(t, nil, mutate...)
+}
+
+// startRelayLog starts a relay that logs to log (nil: nowhere, or the
+// test's log with RELAY_TEST_LOG set).
+func startRelayLog(t testing.TB, log *slog.Logger, mutate ...func(*config.Config)) *testRelay {
+	t.Helper()
 	cfg := config.Default()
 	for _, m := range mutate {
 		m(cfg)
@@ -45,7 +52,9 @@ func startRelayB(t testing.TB, mutate ...func(*config.Config)) *testRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	if os.Getenv("RELAY_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

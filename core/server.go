@@ -104,9 +104,10 @@ func (s *Server) Hub() *Hub { return s.hub }
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown. Each connection is
+// wrapped so that a session can watch its client's frames (frameguard.go).
 func (s *Server) Serve(ln net.Listener) error {
-	return s.app.Listener(ln)
+	return s.app.Listener(guardListener{ln})
 }
 
 // Shutdown stops accepting, closes every session with 1012 after what is

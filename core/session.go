@@ -10,6 +10,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/pairrelay/relay/config"
 )
 
 type wireKind uint8
@@ -63,13 +65,14 @@ type Session struct {
 	overStart time.Time     // window in which refused messages are counted toward 4029
 	overCount int
 
-	mu       sync.Mutex
-	queue    []outFrame
-	queued   int // bytes in queue
-	inflight int // bytes the writer took from the queue and is writing
-	writing  bool
-	closing  bool
-	writer   sync.WaitGroup
+	mu      sync.Mutex
+	logged  *rate.Limiter // refusal log lines; nil until the first refusal
+	unlog   int           // refusals not logged since the last logged one
+	queue   []outFrame
+	queued  int // bytes in queue
+	writing bool
+	closing bool
+	writer  sync.WaitGroup
 
 	pub *publisher // nil until the first message through a BatchPublisher
 
@@ -200,23 +203,20 @@ func (s *Session) writeLoop() {
 	var spare []outFrame
 	for {
 		s.mu.Lock()
-		// What the last batch held is written (or lost) by now.
-		s.hub.queues.release(s.inflight)
-		s.inflight = 0
 		batch := s.queue
 		if len(batch) == 0 {
 			s.writing = false
 			s.mu.Unlock()
 			return
 		}
-		s.queue, s.inflight, s.queued = spare[:0], s.queued, 0
+		// The batch's bytes count toward the queue budget until written.
+		taken := s.queued
+		s.queue, s.queued = spare[:0], 0
 		s.wakeReplayLocked()
 		s.mu.Unlock()
-		if !s.writeBatch(batch) {
-			s.mu.Lock()
-			s.hub.queues.release(s.inflight)
-			s.inflight = 0
-			s.mu.Unlock()
+		ok := s.writeBatch(batch)
+		s.hub.queues.release(taken)
+		if !ok {
 			return
 		}
 		clear(batch)
@@ -330,13 +330,22 @@ func (s *Session) stopWriting() {
 func (s *Session) run() {
 	h := s.hub
 	timeout := h.cfg.Heartbeat.Timeout
+	if g := guardOf(s.conn.NetConn()); g != nil {
+		g.arm(fragmentCap(&h.cfg.Limits), h.cfg.Limits.MessageTimeout)
+	}
 	s.conn.SetReadLimit(int64(h.cfg.Limits.MaxFrameBytes))
 	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
+	// Control frames count toward the rate like messages, or a flood of
+	// pings or pongs would cost relay work without limit.
 	s.conn.SetPongHandler(func(string) error {
+		s.allow()
 		return s.conn.SetReadDeadline(time.Now().Add(timeout))
 	})
 	// A client's own pings show it is alive too.
 	s.conn.SetPingHandler(func(data string) error {
+		if !s.allow() {
+			return nil // refused: no pong
+		}
 		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
 		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 		if err != nil && err != websocket.ErrCloseSent {
@@ -389,6 +398,7 @@ func (s *Session) run() {
 	if s.pub != nil {
 		s.pub.wg.Wait()
 	}
+	s.logSuppressed()
 	h.leave(s)
 	// Unblock a writer stuck on a dead peer before waiting for it: the
 	// connection must not be used once this handler returns.
@@ -396,11 +406,40 @@ func (s *Session) run() {
 	s.writer.Wait()
 }
 
+// clientFrameChunk is the frame size Go WebSocket clients (gorilla and
+// fasthttp/websocket, 4 KiB write buffers) split a long message into.
+const clientFrameChunk = 4096
+
+// fragmentCap is the fragment limit in effect: never so low that a
+// message of limits.max_frame_bytes sent in 4 KiB frames is refused.
+func fragmentCap(l *config.Limits) int {
+	if l.MaxFragments <= 0 {
+		return 0
+	}
+	return max(l.MaxFragments, (l.MaxFrameBytes+clientFrameChunk-1)/clientFrameChunk)
+}
+
 func (s *Session) readFailed(err error) {
-	if err == websocket.ErrReadLimit {
+	var drop, reason string
+	switch {
+	case err == websocket.ErrReadLimit:
+		// The library has sent the close frame itself.
 		s.hub.metrics.drops.WithLabelValues("frame_too_large").Inc()
 		s.hub.metrics.closes.WithLabelValues(closeCodeLabel(CloseTooLarge)).Inc()
+		return
+	case errors.Is(err, errTooManyFragments):
+		drop, reason = "too_many_fragments", "too many fragments"
+	case errors.Is(err, errMessageTimeout):
+		drop, reason = "message_timeout", "message took too long"
+	default:
+		return
 	}
+	s.hub.metrics.drops.WithLabelValues(drop).Inc()
+	s.hub.metrics.closes.WithLabelValues(closeCodeLabel(ClosePolicy)).Inc()
+	s.hub.log.Debug("connection closed: "+reason, "token", s.tokenHash, "env", s.env, "code", ClosePolicy)
+	// The reader stops here, so the close frame goes out at once rather
+	// than through the queue the session is about to drop.
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ClosePolicy, reason), time.Now().Add(time.Second))
 }
 
 func (s *Session) handleBinary() {
@@ -473,15 +512,56 @@ func (s *Session) allow() bool {
 func (s *Session) refuse(id string, cerr *ClientError, route string) {
 	ref := newRef()
 	s.hub.metrics.errors.WithLabelValues(cerr.Code).Inc()
-	attrs := []any{"ref", ref, "code", cerr.Code, "reason", cerr.Message,
-		"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route}
-	if cerr.cause != nil {
-		s.hub.log.Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
-	} else {
-		s.hub.log.Info("message refused", attrs...)
+	if suppressed, ok := s.mayLog(); ok {
+		attrs := []any{"ref", ref, "code", cerr.Code, "reason", cerr.Message,
+			"token", s.tokenHash, "env", s.env, "wire", s.wire.String(), "route", route}
+		if suppressed > 0 {
+			attrs = append(attrs, "suppressed", suppressed)
+		}
+		if cerr.cause != nil {
+			s.hub.log.Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
+		} else {
+			s.hub.log.Info("message refused", attrs...)
+		}
 	}
 	if s.wire == wireV1 {
 		s.sendText(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
+	}
+}
+
+// A session logs the first refusals of a burst and then about one a
+// second, so that a flood of bad frames cannot flood the log; the next
+// line logged says how many were left out.
+const (
+	refusalLogBurst = 10
+	refusalLogRate  = 1 // lines per second after the burst
+)
+
+// mayLog reports whether a refusal is logged, and how many were not
+// since the last one that was.
+func (s *Session) mayLog() (suppressed int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logged == nil {
+		s.logged = rate.NewLimiter(refusalLogRate, refusalLogBurst)
+	}
+	if !s.logged.Allow() {
+		s.unlog++
+		return 0, false
+	}
+	suppressed, s.unlog = s.unlog, 0
+	return suppressed, true
+}
+
+// logSuppressed logs, when a session ends, the refusals it left out of the
+// log since its last logged one.
+func (s *Session) logSuppressed() {
+	s.mu.Lock()
+	n := s.unlog
+	s.unlog = 0
+	s.mu.Unlock()
+	if n > 0 {
+		s.hub.log.Info("message refusals not logged", "suppressed", n, "token", s.tokenHash, "env", s.env)
 	}
 }
 

@@ -80,7 +80,9 @@ func (h *Hub) shedQueues(limit int64) {
 	var closing int64 // bytes of sessions already closing: released soon
 	h.each(func(s *Session) {
 		s.mu.Lock()
-		n := int64(s.queued + s.inflight)
+		// What the writer already took is not seen here; a slow reader's
+		// queue grows behind it anyway.
+		n := int64(s.queued)
 		gone := s.closing
 		s.mu.Unlock()
 		switch {

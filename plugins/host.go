@@ -134,6 +134,8 @@ type process struct {
 	def definition
 	log *slog.Logger
 
+	lines *lineBudget // what the process prints, across its streams and restarts
+
 	refs int // guarded by registry.mu
 
 	ready    chan struct{} // closed when the first start is over
@@ -151,7 +153,8 @@ type process struct {
 }
 
 func newProcess(key string, def definition, log *slog.Logger) *process {
-	return &process{key: key, def: def, log: log.With("plugin", def.Name),
+	plog := log.With("plugin", def.Name)
+	return &process{key: key, def: def, log: plog, lines: newLineBudget(plog),
 		ready: make(chan struct{}), stopc: make(chan struct{}), stopped: make(chan struct{}),
 		healthInterval: healthInterval, healthTimeout: healthTimeout}
 }
@@ -308,9 +311,9 @@ func (p *process) start() (inst *instance, err error) {
 		// What the plugin prints is logged by lineLog; go-plugin's own
 		// logger would log it a second time.
 		Logger:     hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: io.Discard}),
-		Stderr:     &lineLog{log: p.log, stream: "stderr", tail: last},
-		SyncStdout: &lineLog{log: p.log, stream: "stdout"},
-		SyncStderr: &lineLog{log: p.log, stream: "stderr"},
+		Stderr:     &lineLog{log: p.log, stream: "stderr", tail: last, budget: p.lines},
+		SyncStdout: &lineLog{log: p.log, stream: "stdout", budget: p.lines},
+		SyncStderr: &lineLog{log: p.log, stream: "stderr", budget: p.lines},
 	})
 	fail := func(what string, err error) (*instance, error) {
 		started := run != nil && run.pid > 0

@@ -8,6 +8,9 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // lineLog writes what a plugin prints, line by line, into relay's log with
@@ -16,9 +19,10 @@ type lineLog struct {
 	log    *slog.Logger
 	stream string
 
-	mu   sync.Mutex
-	buf  []byte
-	tail *tail
+	mu     sync.Mutex
+	buf    []byte
+	tail   *tail
+	budget *lineBudget // nil: every line is logged
 }
 
 const maxLine = 8 << 10 // longer lines are logged in pieces
@@ -46,11 +50,70 @@ func (l *lineLog) emit(line []byte) {
 	if strings.TrimSpace(text) == "" {
 		return
 	}
+	if l.budget != nil && !l.budget.allow() {
+		if l.tail != nil {
+			l.tail.add(text) // a start error still shows the last lines
+		}
+		return
+	}
 	level, msg, attrs := parseLine(text)
 	if l.tail != nil {
 		l.tail.add(msg)
 	}
 	l.log.Log(context.Background(), level, msg, append(attrs, slog.String("stream", l.stream))...)
+}
+
+// A plugin may print what it likes, but relay's log takes the first lines
+// of a burst (a panic's stack included) and then a few a second; what is
+// left out is counted in a line of its own, once a second at most.
+const (
+	pluginLogBurst = 200
+	pluginLogRate  = 20 // lines per second after the burst
+)
+
+// lineBudget rate-limits the lines of one plugin.
+type lineBudget struct {
+	log *slog.Logger
+
+	mu         sync.Mutex
+	limiter    *rate.Limiter
+	suppressed int
+	reporting  bool // a count line is due within a second
+}
+
+func newLineBudget(log *slog.Logger) *lineBudget {
+	return &lineBudget{log: log, limiter: rate.NewLimiter(pluginLogRate, pluginLogBurst)}
+}
+
+// allow reports whether a line is logged. The count of the lines left out
+// is logged a second after the first of them, then each second while
+// lines are still being left out.
+func (b *lineBudget) allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.limiter.Allow() {
+		return true
+	}
+	b.suppressed++
+	if !b.reporting {
+		b.reporting = true
+		time.AfterFunc(time.Second, b.flush)
+	}
+	return false
+}
+
+func (b *lineBudget) flush() {
+	b.mu.Lock()
+	n := b.suppressed
+	b.suppressed, b.reporting = 0, false
+	b.mu.Unlock()
+	b.logSuppressed(n)
+}
+
+func (b *lineBudget) logSuppressed(n int) {
+	if n > 0 {
+		b.log.Warn("plugin output lines not logged", "suppressed", n)
+	}
 }
 
 // parseLine reads a level from hclog's JSON lines ({"@level":"warn",

@@ -14,11 +14,13 @@
 //	big      one message per entry of data.sizes, each with data a JSON
 //	         string of that many bytes (quotes included)
 //	log      prints data.text to stderr and stdout, passes
+//	spew     prints data.n lines to stderr, passes
 //	exit     the process exits with 2 (a crash)
 //	anything else passes unchanged
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -88,6 +90,15 @@ func (p *testPlugin) Handle(ctx context.Context, m *sdk.Message) ([]*sdk.Message
 		_ = m.DecodeData(&data)
 		log.Print(data.Text)
 		fmt.Println("stdout:", data.Text)
+		return []*sdk.Message{m}, nil
+	case "spew":
+		var data struct{ N int }
+		_ = m.DecodeData(&data)
+		w := bufio.NewWriter(os.Stderr)
+		for i := range data.N {
+			fmt.Fprintf(w, "spew line %d of %d\n", i+1, data.N)
+		}
+		_ = w.Flush()
 		return []*sdk.Message{m}, nil
 	case "exit":
 		os.Exit(2)

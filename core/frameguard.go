@@ -1,0 +1,324 @@
+package core
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// The WebSocket library reads a fragmented message to its end inside one
+// Read call of the message reader: a client sending endless empty
+// continuation frames never hands control back to the session, so neither
+// the rate limit nor the frame size limit ever sees them. frameConn watches
+// the frames at the socket instead. It reads only the frame headers of the
+// bytes the library reads anyway, so a normal connection pays a few
+// comparisons per socket read, and nothing at all while a message is
+// already buffered.
+
+var (
+	errTooManyFragments = errors.New("websocket: too many fragments in one message")
+	errMessageTimeout   = errors.New("websocket: message not finished in time")
+)
+
+// guardListener wraps every accepted connection in a frameConn.
+type guardListener struct {
+	net.Listener
+}
+
+func (l guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &frameConn{Conn: c}, nil
+}
+
+// frameConn is a server-side connection that, once armed, counts the
+// fragments of each client message and bounds the time a message may take.
+//
+// Before it is armed (the HTTP phase), each Read returns at most up to the
+// end of a request's header. fasthttp ignores the body of a GET, so after
+// it read an upgrade request nothing of what follows sits in its buffer:
+// a client that sends frames before the handshake answer (RFC 6455 §4.1
+// forbids it) cannot put frames where the guard would not see them.
+type frameConn struct {
+	net.Conn
+
+	// HTTP phase: pending holds what a read brought in past a header's end;
+	// nl tracks a blank line across reads (1: after \n, 2: after \n\r).
+	pending []byte
+	nl      uint8
+
+	// Set by arm; read only by the reader goroutine afterwards.
+	armed        bool
+	maxFragments int
+	maxMessage   time.Duration
+
+	// Frame parser state (the reader goroutine only).
+	hdr       [14]byte
+	hdrLen    int
+	skip      uint64 // payload bytes of the current frame not yet seen
+	open      bool   // a data message has started and its final frame is not fully read
+	finalSeen bool   // the current frame of the open message is its last
+	fragments int
+	off       bool // the stream broke the protocol: the library fails on it, stop watching
+	err       error
+
+	// Deadlines: the one the session asked for, and the end of the open
+	// message's time (zero while no message is open across reads).
+	dmu       sync.Mutex
+	readDL    time.Time
+	messageDL time.Time
+}
+
+// arm starts watching frames. It must be called before the WebSocket
+// library reads anything, on the reader goroutine.
+func (c *frameConn) arm(maxFragments int, maxMessage time.Duration) {
+	c.armed, c.maxFragments, c.maxMessage = true, maxFragments, maxMessage
+}
+
+// guardOf returns the frameConn under a hijacked connection, if any.
+func guardOf(nc net.Conn) *frameConn {
+	if u, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
+		nc = u.UnsafeConn()
+	}
+	fc, _ := nc.(*frameConn)
+	return fc
+}
+
+func (c *frameConn) Read(p []byte) (int, error) {
+	if !c.armed {
+		return c.readHTTP(p)
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.open && !c.messageDL.IsZero() && !time.Now().Before(c.messageDL) {
+		c.err = errMessageTimeout
+		return 0, c.err
+	}
+	var n int
+	var err error
+	if len(c.pending) > 0 {
+		n = copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	if err != nil && c.open && !c.messageDL.IsZero() {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(c.messageDL) {
+			err = errMessageTimeout
+		}
+	}
+	if n > 0 && !c.off {
+		if ferr := c.scan(p[:n]); ferr != nil {
+			c.err = ferr
+			return 0, ferr
+		}
+		c.trackMessageTime()
+	}
+	return n, err
+}
+
+// readHTTP reads during the HTTP phase, stopping after the first header
+// end (a blank line, as fasthttp accepts it: \n\n or \n\r\n).
+func (c *frameConn) readHTTP(p []byte) (int, error) {
+	var n int
+	if len(c.pending) > 0 {
+		n = copy(p, c.pending)
+		c.pending = c.pending[n:]
+	} else {
+		var err error
+		if n, err = c.Conn.Read(p); n == 0 {
+			return n, err
+		}
+	}
+	for i := 0; i < n; i++ {
+		switch b := p[i]; {
+		case b == '\n' && c.nl != 0:
+			c.nl = 0
+			if rest := p[i+1 : n]; len(rest) > 0 {
+				// rest is the caller's buffer: keep a copy.
+				c.pending = append(append([]byte(nil), rest...), c.pending...)
+			}
+			return i + 1, nil
+		case b == '\n':
+			c.nl = 1
+		case b == '\r' && c.nl == 1:
+			c.nl = 2
+		default:
+			c.nl = 0
+		}
+	}
+	if len(c.pending) == 0 {
+		c.pending = nil
+	}
+	return n, nil
+}
+
+// scan follows the frame headers in b, counting fragments.
+func (c *frameConn) scan(b []byte) error {
+	for len(b) > 0 {
+		if c.skip > 0 {
+			if uint64(len(b)) < c.skip {
+				c.skip -= uint64(len(b))
+				return nil
+			}
+			b = b[c.skip:]
+			c.skip = 0
+			if c.open && c.finalSeen {
+				c.open = false
+			}
+			continue
+		}
+		// Collect a header: 2 bytes, the extended length, the mask key.
+		need := 2
+		if c.hdrLen >= 2 {
+			need = headerLen(c.hdr[0], c.hdr[1])
+		}
+		for c.hdrLen < need && len(b) > 0 {
+			c.hdr[c.hdrLen] = b[0]
+			c.hdrLen++
+			b = b[1:]
+			if c.hdrLen == 2 {
+				need = headerLen(c.hdr[0], c.hdr[1])
+			}
+		}
+		if c.hdrLen < need {
+			return nil
+		}
+		if err := c.frame(); err != nil {
+			return err
+		}
+		if c.off {
+			return nil
+		}
+	}
+	return nil
+}
+
+func headerLen(b0, b1 byte) int {
+	n := 2
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 {
+		n += 4
+	}
+	return n
+}
+
+// frame takes in one complete header.
+func (c *frameConn) frame() error {
+	h := c.hdr[:c.hdrLen]
+	c.hdrLen = 0
+	final, opcode := h[0]&0x80 != 0, h[0]&0x0f
+	length := uint64(h[1] & 0x7f)
+	switch length {
+	case 126:
+		length = uint64(h[2])<<8 | uint64(h[3])
+	case 127:
+		length = 0
+		for _, x := range h[2:10] {
+			length = length<<8 | uint64(x)
+		}
+	}
+	// Anything the library rejects as a protocol error ends the connection
+	// when it reaches that frame; watching further would only misread.
+	if h[0]&0x70 != 0 || h[1]&0x80 == 0 || length>>63 != 0 {
+		c.off = true
+		return nil
+	}
+	switch opcode {
+	case 0x1, 0x2:
+		if c.open {
+			c.off = true
+			return nil
+		}
+		c.open, c.finalSeen, c.fragments = true, final, 1
+	case 0x0:
+		if !c.open {
+			c.off = true
+			return nil
+		}
+		c.fragments++
+		if c.maxFragments > 0 && c.fragments > c.maxFragments {
+			return errTooManyFragments
+		}
+		c.finalSeen = final
+	case 0x8, 0x9, 0xa:
+		if !final || length > 125 {
+			c.off = true
+			return nil
+		}
+		// Control frames may come between fragments; they do not end the message.
+		c.skip = length
+		return nil
+	default:
+		c.off = true
+		return nil
+	}
+	c.skip = length
+	if length == 0 && final {
+		c.open = false
+	}
+	return nil
+}
+
+// trackMessageTime starts the open message's clock when a message spans
+// socket reads, and stops it when the message is complete. A message that
+// arrives within one read never touches the clock.
+func (c *frameConn) trackMessageTime() {
+	if c.maxMessage <= 0 {
+		return
+	}
+	switch {
+	case c.open && c.messageDL.IsZero():
+		c.dmu.Lock()
+		c.messageDL = time.Now().Add(c.maxMessage)
+		c.applyReadDeadlineLocked()
+		c.dmu.Unlock()
+	case !c.open && !c.messageDL.IsZero():
+		c.dmu.Lock()
+		c.messageDL = time.Time{}
+		c.applyReadDeadlineLocked()
+		c.dmu.Unlock()
+	}
+}
+
+// applyReadDeadlineLocked sets the earlier of the session's read deadline
+// and the open message's end, so that a client that stops in the middle
+// of a message (while still answering pings) is cut off too.
+func (c *frameConn) applyReadDeadlineLocked() {
+	dl := c.readDL
+	if !c.messageDL.IsZero() && (dl.IsZero() || c.messageDL.Before(dl)) {
+		dl = c.messageDL
+	}
+	_ = c.Conn.SetReadDeadline(dl)
+}
+
+func (c *frameConn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.readDL = t
+	if c.messageDL.IsZero() {
+		return c.Conn.SetReadDeadline(t)
+	}
+	c.applyReadDeadlineLocked()
+	return nil
+}
+
+func (c *frameConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
