@@ -164,19 +164,29 @@ func v1HierarchicalLimit(statFile string) int64 {
 	return 0
 }
 
-// memoryInUse is what the Go runtime holds from the OS and has not given
-// back: the figure its soft memory limit is about.
+// memoryInUse is what relay needs of the memory the Go runtime holds: all
+// it holds from the OS and has not given back, less the heap that is free
+// or garbage, with the heap counted as what the last collection found
+// live. Garbage is not pressure: near its soft limit the runtime collects
+// it sooner; live memory near the budget is.
 func memoryInUse() int64 {
 	samples := []metrics.Sample{
 		{Name: "/memory/classes/total:bytes"},
 		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/gc/heap/live:bytes"},
 	}
 	metrics.Read(samples)
-	total, released := samples[0].Value, samples[1].Value
-	if total.Kind() != metrics.KindUint64 || released.Kind() != metrics.KindUint64 {
-		return 0
+	var v [6]int64
+	for i, s := range samples {
+		if s.Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		v[i] = int64(s.Value.Uint64())
 	}
-	return int64(total.Uint64() - released.Uint64())
+	return v[0] - v[1] - v[2] - v[3] - v[4] + v[5]
 }
 
 // pressureInterval is how often memory use is compared to the budget.
@@ -223,7 +233,8 @@ func (s *Server) watchMemory(ctx context.Context) {
 			}
 			// The queues give up the most per connection closed; the
 			// history is only a convenience for reconnecting clients.
-			if q := s.hub.queues.bytes.Load(); q > 0 {
+			// Queues that hold little are not what the pressure is about.
+			if q := s.hub.queues.bytes.Load(); q > s.budget.QueueBytes()/8 {
 				s.hub.shedQueues(q / 2)
 			}
 			if trimmer != nil {

@@ -130,7 +130,7 @@ func (m *Metrics) registerMemory(s *Server) {
 	m.Registry.MustRegister(
 		gauge("relay_memory_budget_bytes", "The memory budget (limits.memory, or a share of the cgroup limit); 0: none.",
 			func() float64 { return float64(s.budget.Limit) }),
-		gauge("relay_memory_in_use_bytes", "Memory the Go runtime holds from the OS and has not released (what the budget bounds).",
+		gauge("relay_memory_in_use_bytes", "Memory relay needs: what the Go runtime holds from the OS, with the heap counted as what the last collection found live.",
 			func() float64 { return float64(memoryInUse()) }),
 		gauge("relay_memory_pressure", "1 while memory use is above 90% of the budget: /readyz answers 503 and relay sheds.",
 			func() float64 {

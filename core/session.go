@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -65,14 +66,18 @@ type Session struct {
 	overStart time.Time     // window in which refused messages are counted toward 4029
 	overCount int
 
-	mu      sync.Mutex
-	logged  *rate.Limiter // refusal log lines; nil until the first refusal
-	unlog   int           // refusals not logged since the last logged one
-	queue   []outFrame
-	queued  int // bytes in queue
-	writing bool
-	closing bool
-	writer  sync.WaitGroup
+	mu     sync.Mutex
+	logged *rate.Limiter // refusal log lines; nil until the first refusal
+	unlog  int           // refusals not logged since the last logged one
+	queue  []outFrame
+	queued int // bytes in queue
+	// Bytes the writer took from the queue and is writing, for the queue
+	// budget's choice of whom to shed (int32 fits the padding before the
+	// flags: an idle session must not grow).
+	inflight int32
+	writing  bool
+	closing  bool
+	writer   sync.WaitGroup
 
 	pub *publisher // nil until the first message through a BatchPublisher
 
@@ -203,6 +208,7 @@ func (s *Session) writeLoop() {
 	var spare []outFrame
 	for {
 		s.mu.Lock()
+		s.inflight = 0 // the last batch is written
 		batch := s.queue
 		if len(batch) == 0 {
 			s.writing = false
@@ -212,11 +218,15 @@ func (s *Session) writeLoop() {
 		// The batch's bytes count toward the queue budget until written.
 		taken := s.queued
 		s.queue, s.queued = spare[:0], 0
+		s.inflight = int32(min(taken, math.MaxInt32))
 		s.wakeReplayLocked()
 		s.mu.Unlock()
 		ok := s.writeBatch(batch)
 		s.hub.queues.release(taken)
 		if !ok {
+			s.mu.Lock()
+			s.inflight = 0
+			s.mu.Unlock()
 			return
 		}
 		clear(batch)

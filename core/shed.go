@@ -80,9 +80,9 @@ func (h *Hub) shedQueues(limit int64) {
 	var closing int64 // bytes of sessions already closing: released soon
 	h.each(func(s *Session) {
 		s.mu.Lock()
-		// What the writer already took is not seen here; a slow reader's
-		// queue grows behind it anyway.
-		n := int64(s.queued)
+		// What a writer stuck on a peer that does not read took from
+		// the queue is held as well.
+		n := int64(s.queued) + int64(s.inflight)
 		gone := s.closing
 		s.mu.Unlock()
 		switch {
