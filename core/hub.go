@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/pairrelay/relay/config"
 )
 
@@ -33,6 +35,9 @@ type Hub struct {
 	queues   queueBudget  // bytes queued for all sessions together
 	nextID   atomic.Uint64
 	instance string
+
+	refusalLog *rate.Limiter // refusal log lines of all sessions together; see Session.mayLog
+	unlogged   atomic.Int64  // refusals of ended sessions whose count line was left out too
 }
 
 type hubShard struct {
@@ -53,7 +58,8 @@ type room struct {
 // NewHub returns a hub relaying through bp.
 func NewHub(cfg *config.Config, log *slog.Logger, bp Backplane, metrics *Metrics) *Hub {
 	h := &Hub{cfg: cfg, log: log, bp: bp, metrics: metrics, seed: maphash.MakeSeed(),
-		instance: strconv.FormatUint(rand.Uint64()&0xffffff, 36)}
+		instance:   strconv.FormatUint(rand.Uint64()&0xffffff, 36),
+		refusalLog: rate.NewLimiter(processRefusalLogRate, processRefusalLogBurst)}
 	for i := range h.shards {
 		h.shards[i].rooms = make(map[string]*room)
 	}

@@ -542,9 +542,14 @@ func (s *Session) refuse(id string, cerr *ClientError, route string) {
 // A session logs the first refusals of a burst and then about one a
 // second, so that a flood of bad frames cannot flood the log; the next
 // line logged says how many were left out.
+// Sessions together get a budget of their own, so that many connections
+// each flooding a little cannot flood the log either.
 const (
 	refusalLogBurst = 10
 	refusalLogRate  = 1 // lines per second after the burst
+
+	processRefusalLogBurst = 200
+	processRefusalLogRate  = 50
 )
 
 // mayLog reports whether a refusal is logged, and how many were not
@@ -555,7 +560,7 @@ func (s *Session) mayLog() (suppressed int, ok bool) {
 	if s.logged == nil {
 		s.logged = rate.NewLimiter(refusalLogRate, refusalLogBurst)
 	}
-	if !s.logged.Allow() {
+	if !s.logged.Allow() || !s.hub.refusalLog.Allow() {
 		s.unlog++
 		return 0, false
 	}
@@ -564,15 +569,22 @@ func (s *Session) mayLog() (suppressed int, ok bool) {
 }
 
 // logSuppressed logs, when a session ends, the refusals it left out of the
-// log since its last logged one.
+// log since its last logged one. When the process's budget leaves that
+// line out too, the count goes to the next session's line.
 func (s *Session) logSuppressed() {
 	s.mu.Lock()
-	n := s.unlog
+	n := int64(s.unlog)
 	s.unlog = 0
 	s.mu.Unlock()
-	if n > 0 {
-		s.hub.log.Info("message refusals not logged", "suppressed", n, "token", s.tokenHash, "env", s.env)
+	if n == 0 {
+		return
 	}
+	if !s.hub.refusalLog.Allow() {
+		s.hub.unlogged.Add(n)
+		return
+	}
+	n += s.hub.unlogged.Swap(0)
+	s.hub.log.Info("message refusals not logged", "suppressed", n, "token", s.tokenHash, "env", s.env)
 }
 
 var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -24,8 +24,10 @@ import (
 type Pair struct {
 	interval time.Duration
 	a, b     *fws.Conn
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	stopSend chan struct{} // A stops sending
+	sendDone chan struct{}
+	stop     chan struct{}  // the readers stop: the connections are closed
+	wg       sync.WaitGroup // the readers
 
 	mu        sync.Mutex
 	sent      int             // by A
@@ -48,12 +50,13 @@ func StartPair(t testing.TB, r *Relay, interval time.Duration) *Pair {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	token := "unrelated-pair-" + hex.EncodeToString(rnd[:])
-	p := &Pair{interval: interval, stop: make(chan struct{}), atB: map[int]bool{}, answered: map[int]bool{}}
+	p := &Pair{interval: interval, stopSend: make(chan struct{}), sendDone: make(chan struct{}),
+		stop: make(chan struct{}), atB: map[int]bool{}, answered: map[int]bool{}}
 	var err error
-	if p.a, err = dialV1(r.URL("v=1&token="+token+"&env=h5"), true); err != nil {
+	if p.a, err = dialV1(r.URL("v=1&token=" + token + "&env=h5")); err != nil {
 		t.Fatalf("unrelated pair: %v", err)
 	}
-	if p.b, err = dialV1(r.URL("v=1&token="+token+"&env=miniapp"), false); err != nil {
+	if p.b, err = dialV1(r.URL("v=1&token=" + token + "&env=miniapp")); err != nil {
 		_ = p.a.Close()
 		t.Fatalf("unrelated pair: %v", err)
 	}
@@ -62,7 +65,7 @@ func StartPair(t testing.TB, r *Relay, interval time.Duration) *Pair {
 		p.close()
 		t.Fatalf("unrelated pair: %v", err)
 	}
-	p.wg.Add(3)
+	p.wg.Add(2)
 	go p.send()
 	go p.readB()
 	go p.readA()
@@ -70,7 +73,7 @@ func StartPair(t testing.TB, r *Relay, interval time.Duration) *Pair {
 	return p
 }
 
-func dialV1(url string, _ bool) (*fws.Conn, error) {
+func dialV1(url string) (*fws.Conn, error) {
 	d := fws.Dialer{HandshakeTimeout: 10 * time.Second}
 	c, _, err := d.Dial(url, nil)
 	if err != nil {
@@ -105,12 +108,12 @@ func (p *Pair) fail(format string, args ...any) {
 }
 
 func (p *Pair) send() {
-	defer p.wg.Done()
+	defer close(p.sendDone)
 	tick := time.NewTicker(p.interval)
 	defer tick.Stop()
 	for n := 1; ; n++ {
 		select {
-		case <-p.stop:
+		case <-p.stopSend:
 			return
 		case <-tick.C:
 		}
@@ -218,10 +221,11 @@ func (p *Pair) Stop() PairStats {
 		return p.stats()
 	default:
 	}
+	close(p.stopSend)
+	<-p.sendDone
 	p.mu.Lock()
 	sent := p.sent
 	p.mu.Unlock()
-	// Wait for what is in flight, then stop everything.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		p.mu.Lock()
