@@ -25,7 +25,7 @@ type MemoryBackplane struct {
 	trimmed   atomic.Int64 // messages dropped to stay within the byte budget
 
 	// reclaim is held by the one publisher that brings the history back
-	// within history.max_bytes; the others over it wait for it.
+	// within history.max_bytes.
 	reclaim sync.Mutex
 
 	stop chan struct{}
@@ -160,7 +160,9 @@ func (b *MemoryBackplane) Publish(_ context.Context, batch []*Message) (PublishR
 	res, over := b.publishLocked(t, batch)
 	t.mu.Unlock()
 	if over {
-		b.reclaimBytes(b.opts.MaxBytes / 10 * 9)
+		// One publisher reclaims; the others go on unless the history is
+		// far over its budget, so that a reclaim never delays everyone.
+		b.reclaimBytes(b.opts.MaxBytes/10*9, b.bytes.Load() > b.opts.MaxBytes+b.opts.MaxBytes/10)
 	}
 	return res, nil
 }

@@ -90,9 +90,14 @@ func topicSize(token string) int64 {
 // history of idle tokens (no session of this instance holds or hears
 // them), least recently used first; then, if that is not enough, the
 // oldest messages of the busy ones. A dropped message moves its topic's
-// evicted mark, so a resume from before it answers resumed:false.
-func (b *MemoryBackplane) reclaimBytes(target int64) {
-	b.reclaim.Lock()
+// evicted mark, so a resume from before it answers resumed:false. Unless
+// wait is set, it returns at once when another reclaim is running.
+func (b *MemoryBackplane) reclaimBytes(target int64, wait bool) {
+	if wait {
+		b.reclaim.Lock()
+	} else if !b.reclaim.TryLock() {
+		return
+	}
 	defer b.reclaim.Unlock()
 	if b.bytes.Load() <= target {
 		return // another publisher did it while this one waited
@@ -168,6 +173,6 @@ func (b *MemoryBackplane) reclaimBytes(target int64) {
 // fraction of what it holds now; relay calls it under memory pressure. It
 // returns the bytes the history holds afterwards.
 func (b *MemoryBackplane) TrimHistory(fraction float64) int64 {
-	b.reclaimBytes(int64(float64(b.bytes.Load()) * fraction))
+	b.reclaimBytes(int64(float64(b.bytes.Load())*fraction), true)
 	return b.bytes.Load()
 }

@@ -20,8 +20,8 @@ import (
 // cloudRunMemory is Cloud Run's default instance memory.
 const cloudRunMemory = 512 << 20
 
-// attackInterval paces each attacking connection at 25 frames of 60 KB a
-// second (60 MB/s for 40 of them): these attacks are on memory. At the
+// attackInterval paces each history-filling connection at 25 frames of
+// 60 KB a second (60 MB/s for 40 of them): the attack is on memory. At the
 // default rate limit's full 100 a second, 40 connections push 240 MB/s
 // through a 2-core machine, and the unrelated pair's p99 goes to about a
 // second with history off as well: that is CPU, which admission control
@@ -128,8 +128,8 @@ func TestAttackHistoryFill(t *testing.T) {
 	close(stop)
 	time.Sleep(500 * time.Millisecond) // the pair goes on a little after the fill
 	stats := pair.Stop()
-	m := metrics(t, r)
 	mem := r.CheckSurvived(t)
+	m := metrics(t, r)
 	t.Logf("history fill: %s; pair: %s; history %.0f MiB in %.0f messages, %.0f trimmed; budget %.0f MiB",
 		mem, stats, m["relay_history_bytes"]/(1<<20), m["relay_history_messages"], m["relay_history_trimmed_total"],
 		m["relay_memory_budget_bytes"]/(1<<20))
@@ -188,16 +188,17 @@ history: {size: 0}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// 9 MB per pair, more than a receiver's 4 MiB queue.
-			pace(sc, frame, 150, attackInterval, stop)
+			// 9 MB per pair, more than a receiver's 4 MiB queue, at the
+			// default rate limit's full pace: the queues fill together.
+			pace(sc, frame, 150, 10*time.Millisecond, stop)
 		}()
 	}
 	wg.Wait()
 	close(stop)
 	time.Sleep(500 * time.Millisecond)
 	stats := pair.Stop()
-	m := metrics(t, r)
 	mem := r.CheckSurvived(t)
+	m := metrics(t, r)
 	t.Logf("slow readers: %s; pair: %s; %.0f sessions shed by the queue budget (%.0f MiB), %.0f closed with 4008 in all",
 		mem, stats, m["relay_send_queue_shed_total"], m["relay_send_queue_budget_bytes"]/(1<<20), m[`relay_closes_total{code="4008"}`])
 	stats.Check(t, 50*time.Millisecond)
