@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -249,4 +251,48 @@ func TestTrimHistoryUnderPressure(t *testing.T) {
 	if h, _ := bp.History(ctx, "busy", 0, 0); len(h.Messages) != 100 {
 		t.Fatalf("busy token lost history (%d left) while an idle token had some", len(h.Messages))
 	}
+}
+
+// Above the budget's high-water mark /readyz answers 503 with a status that
+// says why, the metric shows the pressure, and open sessions keep working.
+func TestReadyzReportsMemoryPressure(t *testing.T) {
+	r := startRelay(t)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(r.http + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz before: %d %s", code, body)
+	}
+	a, _ := r.v1("pressure", "h5")
+	b, _ := r.v1("pressure", "miniapp")
+	a.readType("relay.presence")
+	// A budget far below what any Go process uses puts it under pressure.
+	r.srv.SetMemoryBudget(MemoryBudget{Limit: 1 << 20, Source: "test"})
+	eventually(t, "/readyz 503", func() bool {
+		code, body := get("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"memory pressure"`)
+	})
+	if _, body := get("/metrics"); !strings.Contains(body, "relay_memory_pressure 1") ||
+		!strings.Contains(body, "relay_memory_budget_bytes 1.048576e+06") {
+		t.Fatalf("metrics do not show the pressure:\n%s", grepLines(body, "relay_memory"))
+	}
+	a.sendJSON(map[string]any{"type": "still", "data": 1})
+	b.readType("still")
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
