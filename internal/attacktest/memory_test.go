@@ -23,9 +23,9 @@ const cloudRunMemory = 512 << 20
 // attackInterval paces each history-filling connection at 25 frames of
 // 60 KB a second (60 MB/s for 40 of them): the attack is on memory. At the
 // default rate limit's full 100 a second, 40 connections push 240 MB/s
-// through a 2-core machine, and the unrelated pair's p99 goes to about a
-// second with history off as well: that is CPU, which admission control
-// bounds, not memory.
+// through a 2-core machine, and the unrelated pair's p99 goes to hundreds
+// of milliseconds with history off as well: that is CPU, which admission
+// control bounds, not memory.
 const attackInterval = 40 * time.Millisecond
 
 // metrics reads relay's /metrics: series (with labels, as written) → value.
@@ -189,7 +189,9 @@ history: {size: 0}
 		go func() {
 			defer wg.Done()
 			// 9 MB per pair, more than a receiver's 4 MiB queue, at the
-			// default rate limit's full pace: the queues fill together.
+			// default rate limit's full pace, so that the queues fill
+			// together. (At a quarter of it the pair saw stalls of seconds
+			// that remain to be explained.)
 			pace(sc, frame, 150, 10*time.Millisecond, stop)
 		}()
 	}
