@@ -19,26 +19,29 @@ const (
 
 // Config is the whole of relay.yaml. The struct tags are its documentation.
 type Config struct {
-	Listen      string         `yaml:"listen" doc:"Address to listen on. The PORT environment variable, when set, replaces the port." default:":8080"`
-	Path        string         `yaml:"path" doc:"URL path of the WebSocket endpoint." default:"/socket"`
-	Wire        string         `yaml:"wire" doc:"Wire used by connections that ask for none (no v=1, no relay.v1 subprotocol) and whose env sets none: seed or v1." default:"seed"`
-	Envs        map[string]Env `yaml:"envs" doc:"Envs allowed to connect, with per-env settings. Empty: any env name matching [a-z0-9_-]{1,32}."`
-	OnDuplicate string         `yaml:"on_duplicate" doc:"A second connection for the same token+env: replace (the older gets close 4502) or reject (the newcomer gets close 4505)." default:"replace"`
-	Origins     []string       `yaml:"origins" doc:"Allowed Origin header values. Empty: any Origin (the original relay's behaviour); requests without Origin are always allowed."`
-	Limits      Limits         `yaml:"limits" doc:"Per-connection and per-process limits."`
-	Heartbeat   Heartbeat      `yaml:"heartbeat" doc:"Dead peer detection."`
-	History     History        `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
-	Log         Log            `yaml:"log" doc:"Logging."`
-	Shutdown    Shutdown       `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
-	Backplane   Backplane      `yaml:"backplane" doc:"How relay instances share sessions, ordering and history."`
-	Plugins     []Plugin       `yaml:"plugins" doc:"External handler processes (hashicorp/go-plugin over gRPC), used in routes as {handler: plugin, plugin: NAME}."`
-	Unmatched   string         `yaml:"unmatched" doc:"What happens to a message no route matches: forward (as the original relay did), reject (relay.error unknown_type) or drop." default:"forward"`
-	Routes      []Route        `yaml:"routes" doc:"Typed routes, tried in order; the first whose match fits a message runs its handlers."`
+	Listen      string          `yaml:"listen" doc:"Address to listen on. The PORT environment variable, when set, replaces the port." default:":8080"`
+	Path        string          `yaml:"path" doc:"URL path of the WebSocket endpoint." default:"/socket"`
+	Wire        string          `yaml:"wire" doc:"Wire used by connections that ask for none (no v=1, no relay.v1 subprotocol) and whose env sets none: seed or v1." default:"seed"`
+	Envs        map[string]Env  `yaml:"envs" doc:"Envs allowed to connect, with per-env settings. Empty: any env name matching [a-z0-9_-]{1,32}."`
+	OnDuplicate string          `yaml:"on_duplicate" doc:"A second connection for the same token+env: replace (the older gets close 4502) or reject (the newcomer gets close 4505)." default:"replace"`
+	Auth        Auth            `yaml:"auth" doc:"Who may connect and which pairing key a connection gets; envs.<env>.auth overrides it for one env."`
+	Origins     []string        `yaml:"origins" doc:"Allowed Origin header values. Empty: any Origin (the original relay's behaviour); requests without Origin are always allowed."`
+	Limits      Limits          `yaml:"limits" doc:"Per-connection and per-process limits."`
+	Heartbeat   Heartbeat       `yaml:"heartbeat" doc:"Dead peer detection."`
+	History     History         `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
+	Metrics     MetricsEndpoint `yaml:"metrics" doc:"Where the Prometheus /metrics endpoint is served and who may read it."`
+	Log         Log             `yaml:"log" doc:"Logging."`
+	Shutdown    Shutdown        `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
+	Backplane   Backplane       `yaml:"backplane" doc:"How relay instances share sessions, ordering and history."`
+	Plugins     []Plugin        `yaml:"plugins" doc:"External handler processes (hashicorp/go-plugin over gRPC), used in routes as {handler: plugin, plugin: NAME}."`
+	Unmatched   string          `yaml:"unmatched" doc:"What happens to a message no route matches: forward (as the original relay did), reject (relay.error unknown_type) or drop." default:"forward"`
+	Routes      []Route         `yaml:"routes" doc:"Typed routes, tried in order; the first whose match fits a message runs its handlers."`
 }
 
 // Env holds the settings of one env name.
 type Env struct {
 	Wire string `yaml:"wire" doc:"Wire for plain connections of this env: seed or v1. Empty: the top-level wire."`
+	Auth Auth   `yaml:"auth" doc:"Auth for this env, replacing the top-level auth whole when it names a provider."`
 }
 
 // Limits bound what one client can make the relay hold or do.
@@ -96,6 +99,8 @@ type Plugin struct {
 type Log struct {
 	Level  string `yaml:"level" doc:"debug, info, warn or error." default:"info"`
 	Format string `yaml:"format" doc:"json (Cloud Logging compatible, with severity) or text." default:"json"`
+	// TokenSecret keys the ids that name tokens in logs.
+	TokenSecret string `yaml:"token_secret" doc:"Key of the HMAC that names a token (a room) in logs, so that instances and restarts name it alike. Write ${VAR}. Empty: a random key per process, so ids match only within one process."`
 }
 
 // Shutdown configures the graceful stop.
@@ -111,6 +116,7 @@ func Default() *Config {
 		Path:        "/socket",
 		Wire:        WireSeed,
 		OnDuplicate: DuplicateReplace,
+		Auth:        defaultAuth(),
 		Limits: Limits{
 			MaxFrameBytes:          64 << 10,
 			SendQueue:              256,

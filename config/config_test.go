@@ -78,12 +78,21 @@ func TestValidFile(t *testing.T) {
 		Path:   "/relay",
 		Wire:   WireV1,
 		Envs: map[string]Env{
-			"h5":       {},
-			"miniapp":  {Wire: WireSeed},
-			"admin-v2": {Wire: WireV1},
+			"h5": {},
+			"miniapp": {Wire: WireSeed, Auth: Auth{Provider: AuthWeChat, WeChat: WeChatAuth{
+				AppIDs: []string{"wx0123456789abcdef"}, BindToken: true, BindTTL: time.Hour}}},
+			"admin-v2": {Wire: WireV1, Auth: Auth{Provider: AuthWebhook, Webhook: WebhookAuth{
+				URL: "https://admin.example.com/relay/connect", Timeout: time.Second, CacheTTL: 10 * time.Second,
+				Headers: []string{"User-Agent"}, Secret: "0123456789abcdef0123456789abcdef"}}},
 		},
 		OnDuplicate: DuplicateReject,
-		Origins:     []string{"https://app.example.com", "https://admin.example.com"},
+		Auth: Auth{Provider: AuthJWT, JWT: JWTAuth{
+			Algorithms: []string{"HS512", "ES256"}, SecretFile: "secrets/jwt",
+			JWKSURL: "https://auth.example.com/.well-known/jwks.json", JWKSRefresh: 5 * time.Minute, JWKSMinRefetch: 10 * time.Second,
+			Issuer: "https://auth.example.com", Audience: "relay", Leeway: 5 * time.Second,
+			KeyClaim: "pair", EnvsClaim: "envs", Claims: []string{"role"},
+		}, Webhook: WebhookAuth{Timeout: 3 * time.Second, CacheTTL: 30 * time.Second}, WeChat: WeChatAuth{BindTTL: 24 * time.Hour}},
+		Origins: []string{"https://app.example.com", "https://admin.example.com"},
 		Limits: Limits{
 			MaxFrameBytes:          1 << 20,
 			SendQueue:              64,
@@ -101,7 +110,8 @@ func TestValidFile(t *testing.T) {
 		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
-		Log:       Log{Level: "debug", Format: "text"},
+		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
+		Log:       Log{Level: "debug", Format: "text", TokenSecret: "log-secret"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(got, want) {

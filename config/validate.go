@@ -63,6 +63,8 @@ func (c *Config) problems() Problems {
 			oneOf(join(join("envs", name), "wire"), w, WireSeed, WireV1)
 		}
 	}
+	ps = append(ps, c.authProblems()...)
+	ps = append(ps, c.metricsProblems()...)
 	oneOf("on_duplicate", c.OnDuplicate, DuplicateReplace, DuplicateReject)
 	for i, o := range c.Origins {
 		if strings.TrimSpace(o) == "" {

@@ -341,3 +341,40 @@ func counterValue(t *testing.T, r *testRelay, name, label string) float64 {
 	}
 	return 0
 }
+
+// A client that sends as fast as it can and reads every answer is no slow
+// consumer, even with a tiny send queue: when its acks fill the queue the
+// relay stops reading from it until the writer catches up, instead of
+// closing it with 4008.
+func TestFastSenderReadingItsAcksIsNotASlowConsumer(t *testing.T) {
+	const total = 5000
+	r := startRelay(t, func(c *config.Config) {
+		c.Limits.MessagesPerSecond = 0
+		c.Limits.SendQueue = 2
+	})
+	c, _ := r.v1("acks", "h5")
+	acked := make(chan error, 1)
+	go func() {
+		n := 0
+		for n < total {
+			_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+			_, b, err := c.conn.ReadMessage()
+			if err != nil {
+				acked <- fmt.Errorf("after %d acks: %w", n, err)
+				return
+			}
+			if strings.Contains(string(b), `"relay.ack"`) {
+				n++
+			}
+		}
+		acked <- nil
+	}()
+	for i := 0; i < total; i++ {
+		if err := c.conn.WriteMessage(fws.TextMessage, []byte(fmt.Sprintf(`{"type":"n","id":"%d"}`, i))); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+}

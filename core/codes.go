@@ -43,5 +43,7 @@ const (
 	ErrRateLimited    = "rate_limited"
 	ErrRejected       = "rejected"
 	ErrUnavailable    = "unavailable"
+	ErrUnauthorized   = "unauthorized"  // a credential refused (first frame, relay.refresh)
+	ErrTokenExpired   = "token_expired" // the credential expires soon: send relay.refresh
 	ErrInternal       = "internal"
 )

@@ -2,8 +2,6 @@ package core
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"hash/maphash"
 	"log/slog"
@@ -387,9 +385,6 @@ func newRef() string {
 }
 
 // hashToken is how a token appears in logs: never in clear.
-func hashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:6])
-}
+func hashToken(token string) string { return TokenID(token) }
 
 func closeCodeLabel(code int) string { return strconv.Itoa(code) }

@@ -17,9 +17,13 @@ type Message struct {
 	ID   string          // client message id, acked and (with history) deduplicated
 
 	Token string // never serialised to clients
-	From  string // sender's env
-	Seq   uint64 // per token, assigned by Backplane.Publish
-	TS    int64  // ms since epoch, assigned when accepted
+	// Claims are the sender's authenticated claims that relay.yaml lets
+	// handlers see (auth.jwt.claims); nil without auth. Never serialised
+	// to clients; not carried to other instances.
+	Claims map[string]any
+	From   string // sender's env
+	Seq    uint64 // per token, assigned by Backplane.Publish
+	TS     int64  // ms since epoch, assigned when accepted
 
 	// seed holds the text a seed-wire client sent. Seed receivers get it back
 	// byte for byte while Type and Data still are what it parsed to; a

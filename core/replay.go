@@ -84,9 +84,10 @@ func (s *Session) roomLocked(next int) bool {
 }
 
 // fillLocked queues what the replay has read while there is room, and
-// ends the catch-up once the replay reached the newest seq: then pending
-// follows, unless it dropped messages, in which case the history is read
-// again from the cursor. It reports whether the queue overflowed.
+// once it reached the newest seq, what pending holds, the same way; the
+// catch-up ends when both are queued. When pending dropped messages, the
+// history is read again from the cursor instead. It reports whether the
+// queue overflowed.
 func (s *Session) fillLocked() (overflow bool) {
 	r := s.replay
 	for len(r.buf) > 0 {
@@ -112,15 +113,21 @@ func (s *Session) fillLocked() (overflow bool) {
 		s.pending, s.pendingLost, r.caughtUp = s.pending[:0], false, false
 		return false
 	}
+	if len(s.pending) == 0 {
+		s.resuming = false // the next live message goes straight to the queue
+		return false
+	}
+	// What arrived live meanwhile is queued like the history before it,
+	// as the writer drains, and the catch-up ends once nothing is left.
 	for _, p := range s.pending {
 		if p.m.Seq > r.cursor {
-			if overflow = s.enqueueLocked(outFrame{data: p.frame, op: opText}); overflow {
-				break
-			}
+			r.buf = append(r.buf, p.m)
+			r.cursor = p.m.Seq
 		}
 	}
-	s.pending, s.resuming = nil, false
-	return overflow
+	clear(s.pending)
+	s.pending = s.pending[:0]
+	return s.fillLocked()
 }
 
 // wakeReplayLocked tells a replay waiting for room that the queue changed

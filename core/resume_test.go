@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,11 +166,17 @@ func TestResumeFarLargerThanTheSendQueue(t *testing.T) {
 
 	back := r.dial(fmt.Sprintf("v=1&token=gap&env=miniapp&since=%d", last))
 	// Live traffic while the replay runs; the client starts reading late,
-	// so the queue fills and the replay has to wait for the writer.
+	// so the queue fills and the replay has to wait for the writer. Live
+	// messages stay within the queue of what the client read: once caught
+	// up, a sender outrunning a 16-frame queue makes a slow consumer.
+	var got atomic.Int64
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
 		for i := missed; i < missed+live; i++ {
+			for wait := time.Now(); int64(i)-got.Load() > 8 && time.Since(wait) < 10*time.Second; {
+				time.Sleep(time.Millisecond)
+			}
 			if err := h5.conn.WriteMessage(fws.TextMessage, []byte(fmt.Sprintf(`{"type":"n","data":%d}`, i))); err != nil {
 				t.Errorf("live send %d: %v", i, err)
 				return
@@ -184,6 +191,7 @@ func TestResumeFarLargerThanTheSendQueue(t *testing.T) {
 	prev := last
 	for want := 0; want < missed+live; want++ {
 		m := back.readType("n", "sync", "relay.presence")
+		got.Add(1)
 		if m["data"] != float64(want) || seqOf(m) <= prev {
 			t.Fatalf("message %d: got %v (previous seq %d)", want, m, prev)
 		}

@@ -110,7 +110,7 @@ func parseV1(text []byte, m *Message) *ClientError {
 		return clientErr(ErrInvalidMessage, `field "type" is required`)
 	case len(m.Type) > maxTypeLen:
 		return clientErr(ErrInvalidMessage, `field "type" is longer than %d bytes`, maxTypeLen)
-	case strings.HasPrefix(m.Type, "relay.") && m.Type != pingType:
+	case strings.HasPrefix(m.Type, "relay.") && m.Type != pingType && m.Type != refreshType:
 		return clientErr(ErrReservedType, `type %q is reserved: names starting with "relay." belong to the relay`, m.Type)
 	}
 	if hasID {

@@ -2,9 +2,13 @@ package core
 
 import (
 	"context"
+	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/textproto"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -18,11 +22,18 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
 )
 
 const (
-	maxTokenLen      = 256
+	maxTokenLen = 256
+	// authKeyPrefix starts the room of every authenticated connection, so
+	// that a client of an env without auth can never join one by naming
+	// its pairing key as a raw token.
+	authKeyPrefix    = "auth:"
+	authTimeout      = 5 * time.Second
+	authFrameType    = "relay.auth"
 	subprotocolV1    = "relay.v1"
 	connRequestLocal = "relay.conn"
 )
@@ -30,15 +41,25 @@ const (
 // Server is relay's HTTP side: the WebSocket endpoint, health and metrics.
 // It is the only part of relay that knows about Fiber.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	hub      *Hub
-	metrics  *Metrics
-	app      *fiber.App
-	draining atomic.Bool
-	ctx      context.Context // ends with Shutdown: background work stops
-	stop     context.CancelFunc
-	bgDone   sync.WaitGroup
+	cfg     *config.Config
+	log     *slog.Logger
+	hub     *Hub
+	metrics *Metrics
+	// metricsHandler serves /metrics (behind metrics.token when set).
+	metricsHandler http.Handler
+	app            *fiber.App
+	draining       atomic.Bool
+	// firstFrameTimeout is how long a v1 connection that presented no
+	// credential has to send it as a relay.auth frame (nanoseconds; tests
+	// shorten it).
+	firstFrameTimeout atomic.Int64
+	ctx               context.Context // ends with Shutdown: background work stops
+	stop              context.CancelFunc
+	bgDone            sync.WaitGroup
+
+	// nil: auth is configured but SetAuth was not called (every connection
+	// is refused). Atomic because tests set it while the listener runs.
+	auth atomic.Pointer[auth.Set]
 
 	budget   MemoryBudget
 	pressure atomic.Bool // memory use above the budget's high-water mark
@@ -49,11 +70,23 @@ type Server struct {
 
 // connRequest is what the upgrade guard learned, handed to the session.
 type connRequest struct {
-	token string
-	env   string
-	wire  wireKind
-	since *uint64
-	ip    string
+	token  string
+	env    string
+	wire   wireKind
+	since  *uint64
+	ip     string
+	claims map[string]any // what auth lets handlers see; nil without auth
+
+	// firstFrame is set when the credential is to come as the first frame
+	// ({"type":"relay.auth","data":{"token":…}}): the request to complete
+	// with it, checked by provider.
+	firstFrame *auth.Request
+	provider   auth.Provider
+	// expires is when the credential stops being valid (zero: never);
+	// authReq then is the request a relay.refresh credential is checked as.
+	expires time.Time
+	authReq auth.Request
+	key     string // the pairing key the credential proved
 }
 
 // NewServer builds a server relaying through bp.
@@ -61,6 +94,10 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	metrics := NewMetrics()
 	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics),
 		ipConns: make(map[string]int)}
+	if !cfg.UsesAuth() {
+		s.auth.Store(auth.None())
+	}
+	s.firstFrameTimeout.Store(int64(5 * time.Second))
 	s.app = fiber.New(fiber.Config{
 		// Fiber's strings point into fasthttp's request buffers, which are
 		// reused once a request ends; a session outlives its upgrade
@@ -80,7 +117,10 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s.app.Server().KeepHijackedConns = true
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.ready)
-	s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})))
+	s.metricsHandler = metricsGuard(cfg.Metrics.Token, promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+	if cfg.Metrics.Listen == "" {
+		s.app.Get("/metrics", adaptor.HTTPHandler(s.metricsHandler))
+	}
 	s.app.Get(cfg.Path, s.guard, websocket.New(s.serveConn, websocket.Config{
 		Subprotocols:    []string{subprotocolV1},
 		ReadBufferSize:  512,
@@ -98,8 +138,48 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	return s
 }
 
+// SetAuth gives the server the auth providers built from its config (see
+// auth.Build). Call it before Serve. Without it a config that names a
+// provider other than none refuses every connection.
+func (s *Server) SetAuth(a *auth.Set) { s.auth.Store(a) }
+
+// authFor returns env's provider, nil when the server has none.
+func (s *Server) authFor(env string) auth.Provider {
+	if a := s.auth.Load(); a != nil {
+		return a.For(env)
+	}
+	return nil
+}
+
 // Hub returns the server's session hub.
 func (s *Server) Hub() *Hub { return s.hub }
+
+// MetricsHandler serves /metrics with metrics.token applied, for a listener
+// of its own (metrics.listen); any other path is 404.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metricsHandler)
+	return mux
+}
+
+// metricsGuard lets only requests with Authorization: Bearer token reach
+// next; an empty token lets everyone.
+func metricsGuard(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="relay metrics"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":"unauthorized","message":"/metrics needs Authorization: Bearer <metrics.token>"}`))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }
@@ -163,6 +243,15 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	if s.pressure.Load() {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "memory pressure"})
 	}
+	if a := s.auth.Load(); a != nil {
+		// A JWKS URL that fails is reported; only with no key at all does
+		// the instance stop taking clients.
+		if problems, fatal := a.Problems(); fatal {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "auth keys unavailable", "problems": problems})
+		} else if len(problems) > 0 {
+			return c.JSON(fiber.Map{"status": "ready", "warnings": problems})
+		}
+	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
@@ -195,21 +284,33 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return refuse(fiber.StatusServiceUnavailable, "restarting", "relay is restarting: reconnect")
 	}
-	token := c.Query("token")
-	switch {
-	case token == "":
-		return refuse(fiber.StatusBadRequest, "missing_token", "query parameter token is required")
-	case len(token) > maxTokenLen:
-		return refuse(fiber.StatusBadRequest, "bad_token", "token is longer than 256 bytes")
-	}
 	env := c.Query("env")
+	prov := s.authFor(env)
+	cred, _, cerr := auth.Credential(c.Query("token"), c.Get(fiber.HeaderSecWebSocketProtocol), c.Get(fiber.HeaderAuthorization))
+	if cerr != nil {
+		return refuse(fiber.StatusBadRequest, cerr.Code, cerr.Message)
+	}
+	authenticated := prov == nil || prov.Authenticated()
+	if !authenticated {
+		// Provider none: the token is the pairing key, checked as it always was.
+		switch {
+		case cred == "":
+			return refuse(fiber.StatusBadRequest, "missing_token", "query parameter token is required")
+		case len(cred) > maxTokenLen:
+			return refuse(fiber.StatusBadRequest, "bad_token", "token is longer than 256 bytes")
+		case s.auth.Load().AnyAuthenticated() && strings.HasPrefix(cred, authKeyPrefix):
+			// Authenticated rooms live under this prefix: a raw token must
+			// never name one of them.
+			return refuse(fiber.StatusBadRequest, "bad_token", "tokens starting with "+authKeyPrefix+" are reserved")
+		}
+	}
 	switch {
 	case env == "":
 		return refuse(fiber.StatusBadRequest, "missing_env", "query parameter env is required")
 	case !config.ValidEnvName(env):
 		return refuse(fiber.StatusBadRequest, "bad_env", "env must match [a-z0-9_-]{1,32}")
 	}
-	req := &connRequest{token: token, env: env, ip: c.IP()}
+	req := &connRequest{env: env, ip: c.IP()}
 	switch v := c.Query("v"); {
 	case v != "" && v != "1":
 		return refuse(fiber.StatusBadRequest, "unsupported_version", "v must be 1 (or absent for the env's configured wire)")
@@ -228,6 +329,46 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !s.originAllowed(origin) {
 		return refuse(fiber.StatusForbidden, "origin_not_allowed", "Origin "+origin+" is not allowed")
 	}
+	if prov == nil {
+		// auth is configured but the server was given no providers: fail closed.
+		return refuse(fiber.StatusServiceUnavailable, "auth_unavailable", "relay cannot check credentials")
+	}
+	if cred == "" && authenticated && req.wire == wireV1 {
+		// A v1 client may send its credential as the first frame instead,
+		// so that it is in no URL or header; the session checks it.
+		req.firstFrame = &auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: keptHeaders(c, prov)}
+		req.provider = prov
+		return s.admit(c, req, refuse)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	id, err := prov.Authenticate(ctx, &auth.Request{Credential: cred, Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin),
+		Header: func(name string) string { return c.Get(name) }})
+	cancel()
+	if err != nil {
+		ae := auth.AsError(err)
+		if ae != err {
+			s.log.Warn("auth provider failed", "env", env, "err", err.Error())
+		}
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="relay"`)
+		return refuse(fiber.StatusUnauthorized, ae.Code, ae.Message)
+	}
+	if !id.EnvAllowed(env) {
+		return refuse(fiber.StatusForbidden, "env_not_allowed", "the credential does not allow env "+env)
+	}
+	req.token, req.claims = id.Key, id.Claims
+	if authenticated {
+		req.token = authKeyPrefix + id.Key
+	}
+	if !id.Expires.IsZero() {
+		req.provider, req.expires, req.key = prov, id.Expires, id.Key
+		req.authReq = auth.Request{Env: env, IP: req.ip, Origin: c.Get(fiber.HeaderOrigin), Header: keptHeaders(c, prov)}
+	}
+	return s.admit(c, req, refuse)
+}
+
+// admit applies the connection limits to a request that passed every check
+// and lets it upgrade.
+func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, string) error) error {
 	// Counted from here, before draining is checked again, so that Shutdown
 	// waits for every upgrade it did not refuse.
 	open := s.hub.open.Add(1)
@@ -247,6 +388,23 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		s.releaseIP(req.ip)
 	}
 	return err
+}
+
+// keptHeaders copies the request headers prov reads, for checks after the
+// upgrade (Fiber's are gone once the upgrade handler returns). Only those:
+// a session may keep them for its whole life. nil when prov reads none.
+func keptHeaders(c *fiber.Ctx, prov auth.Provider) func(string) string {
+	hr, ok := prov.(auth.HeaderReader)
+	if !ok || len(hr.Headers()) == 0 {
+		return nil
+	}
+	kept := map[string]string{}
+	for _, name := range hr.Headers() {
+		if v := c.Get(name); v != "" {
+			kept[textproto.CanonicalMIMEHeaderKey(name)] = v
+		}
+	}
+	return func(name string) string { return kept[textproto.CanonicalMIMEHeaderKey(name)] }
 }
 
 func offersSubprotocol(header, want string) bool {
@@ -313,8 +471,14 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		h.open.Add(-1)
 	}()
 	defer s.recoverSession(conn)
-	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), token: req.token,
-		tokenHash: hashToken(req.token), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+	if req.firstFrame != nil {
+		if code := s.authFirstFrame(sess, req); code != 0 {
+			s.closeAtOnce(sess, code)
+			return
+		}
+	}
+	sess.token, sess.tokenHash, sess.claims = req.token, hashToken(req.token), req.claims
 	if !s.cfg.EnvAllowed(req.env) {
 		s.closeAtOnce(sess, CloseEnvNotAllowed)
 		return
@@ -323,11 +487,66 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		s.closeAtOnce(sess, code)
 		return
 	}
+	if !req.expires.IsZero() {
+		sess.armExpiry(&sessionAuth{provider: req.provider, req: req.authReq, key: req.key, expires: req.expires})
+		defer sess.stopExpiry()
+	}
 	sess.metrics.connections.Inc()
 	s.log.Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String())
 	sess.run()
 	sess.metrics.connections.Dec()
 	s.log.Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)
+}
+
+// authFirstFrame reads the relay.auth frame a v1 client sends instead of a
+// credential in the upgrade request, and authenticates it. A refusal is told
+// with relay.error (the close code follows).
+func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
+	conn := sess.conn
+	conn.SetReadLimit(auth.MaxCredentialBytes + 256)
+	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(s.firstFrameTimeout.Load())))
+	// The refusal is counted by closeAtOnce, under its close code.
+	fail := func(code, message string) int {
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = conn.WriteMessage(websocket.TextMessage, encodeSystem("relay.error", errorData{Code: code, Message: message}))
+		if code == "env_not_allowed" {
+			return CloseEnvNotAllowed
+		}
+		return CloseUnauthorized
+	}
+	op, text, err := conn.ReadMessage()
+	if err != nil {
+		return fail(ErrUnauthorized, "no credential: send {\"type\":\"relay.auth\",\"data\":{\"token\":…}} as the first frame within 5s, or present it when connecting")
+	}
+	var frame struct {
+		Type string `json:"type"`
+		Data struct {
+			Token string `json:"token"`
+		} `json:"data"`
+	}
+	if op != websocket.TextMessage || json.Unmarshal(text, &frame) != nil || frame.Type != authFrameType || frame.Data.Token == "" {
+		return fail(ErrUnauthorized, "the first frame must be {\"type\":\"relay.auth\",\"data\":{\"token\":…}}")
+	}
+	r := *req.firstFrame
+	r.Credential = frame.Data.Token
+	ctx, cancel := context.WithTimeout(context.Background(), authTimeout)
+	id, err := req.provider.Authenticate(ctx, &r)
+	cancel()
+	if err != nil {
+		ae := auth.AsError(err)
+		if ae != err {
+			s.log.Warn("auth provider failed", "env", req.env, "err", err.Error())
+		}
+		return fail(ae.Code, ae.Message)
+	}
+	if !id.EnvAllowed(req.env) {
+		return fail("env_not_allowed", "the credential does not allow env "+req.env)
+	}
+	req.token, req.claims = authKeyPrefix+id.Key, id.Claims
+	if !id.Expires.IsZero() {
+		req.expires, req.key, req.authReq = id.Expires, id.Key, *req.firstFrame
+	}
+	return 0
 }
 
 // closeAtOnce refuses a session that never joined its room.

@@ -57,6 +57,8 @@ type Session struct {
 	token     string
 	tokenHash string
 	env       string
+	claims    map[string]any // from auth, handed to handlers with each message
+	authState *sessionAuth   // nil unless the credential expires (see expiry.go)
 	wire      wireKind
 	room      *room
 	metrics   *envMetrics
@@ -93,6 +95,8 @@ type Session struct {
 	pending     []pendingFrame
 	pendingLost bool
 	replay      *replay // set once relay.hello is queued; see replay.go
+
+	drained chan struct{} // closed when the writer takes the queue; made by a waiting answer
 }
 
 type pendingFrame struct {
@@ -145,6 +149,48 @@ func (s *Session) slowConsumer() {
 // sendText queues a system frame.
 func (s *Session) sendText(frame []byte) { s.push(nil, frame) }
 
+// sendAnswer queues a frame that answers the client's own message (an ack, a
+// relay.error, a pong). The reader, or the publisher, waits while the
+// queue is full instead of overflowing: a client that sends fast and
+// reads its answers is no slow consumer, only its writer is behind, and
+// waiting stops reading from the client, which is its backpressure. Only
+// a queue the writer does not drain within write_timeout overflows.
+func (s *Session) sendAnswer(frame []byte) {
+	s.mu.Lock()
+	if !s.resuming || s.replay != nil {
+		limits := &s.hub.cfg.Limits
+		var timeout <-chan time.Time
+		for !s.closing && s.writing && len(s.queue) > 0 &&
+			(len(s.queue) >= limits.SendQueue || s.queued+len(frame) > limits.SendQueueBytes) {
+			if timeout == nil {
+				timeout = time.After(limits.WriteTimeout)
+			}
+			if s.drained == nil {
+				s.drained = make(chan struct{})
+			}
+			drained := s.drained
+			s.mu.Unlock()
+			select {
+			case <-drained:
+			case <-timeout:
+				s.push(nil, frame) // overflows: a slow consumer after all
+				return
+			}
+			s.mu.Lock()
+		}
+	}
+	s.mu.Unlock()
+	s.push(nil, frame)
+}
+
+// wakeAnswersLocked releases an answer waiting for room in the queue.
+func (s *Session) wakeAnswersLocked() {
+	if s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+}
+
 // push queues frame, the encoding of m (nil for a system frame), unless the
 // session is still catching up, in which case a message waits its turn, as
 // does a system frame until relay.hello is queued.
@@ -195,6 +241,7 @@ func (s *Session) closeWith(code int) {
 	}
 	s.closing = true
 	s.wakeReplayLocked()
+	s.wakeAnswersLocked()
 	if code == CloseSlowConsumer {
 		s.dropQueueLocked()
 	}
@@ -220,6 +267,7 @@ func (s *Session) writeLoop() {
 		s.queue, s.queued = spare[:0], 0
 		s.inflight = int32(min(taken, math.MaxInt32))
 		s.wakeReplayLocked()
+		s.wakeAnswersLocked()
 		s.mu.Unlock()
 		ok := s.writeBatch(batch)
 		s.hub.queues.release(taken)
@@ -332,6 +380,7 @@ func (s *Session) stopWriting() {
 	s.dropQueueLocked()
 	s.writing = false
 	s.wakeReplayLocked()
+	s.wakeAnswersLocked()
 	s.mu.Unlock()
 }
 
@@ -398,6 +447,7 @@ func (s *Session) run() {
 	s.closing = true
 	s.dropQueueLocked()
 	s.wakeReplayLocked()
+	s.wakeAnswersLocked()
 	replay := s.replay
 	s.mu.Unlock()
 	if replay != nil {
@@ -471,7 +521,15 @@ func (s *Session) handleText(text []byte) {
 			return
 		}
 		if m.Type == pingType {
-			s.sendText(pongFrame)
+			s.sendAnswer(pongFrame)
+			return
+		}
+		if m.Type == refreshType {
+			if allowed {
+				s.refreshAuth(m)
+			} else {
+				s.refuse(m.ID, &ClientError{Code: ErrRateLimited, Message: "too many messages: slow down"}, "")
+			}
 			return
 		}
 	} else {
@@ -489,7 +547,7 @@ func (s *Session) handleText(text []byte) {
 		s.queuePublish(pubItem{id: m.ID, refusal: cerr}) // after the answers of what is queued
 		return
 	}
-	m.Token, m.From, m.TS = s.token, s.env, time.Now().UnixMilli()
+	m.Token, m.From, m.TS, m.Claims = s.token, s.env, time.Now().UnixMilli(), s.claims
 	s.hub.accept(s, m)
 }
 
@@ -535,7 +593,7 @@ func (s *Session) refuse(id string, cerr *ClientError, route string) {
 		}
 	}
 	if s.wire == wireV1 {
-		s.sendText(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
+		s.sendAnswer(encodeSystem("relay.error", errorData{ID: id, Code: cerr.Code, Message: cerr.Message, Route: route, Ref: ref}))
 	}
 }
 
@@ -603,6 +661,6 @@ func putReadBuffer(b *bytes.Buffer) {
 // ack confirms a client id on wire v1 (seed clients have no ids).
 func (s *Session) ack(id string, seq uint64) {
 	if s.wire == wireV1 {
-		s.sendText(ackFrame(id, seq))
+		s.sendAnswer(ackFrame(id, seq))
 	}
 }

@@ -23,6 +23,9 @@ type exprEnv struct {
 	To   []string `expr:"to"`
 	ID   string   `expr:"id"`
 	TS   int64    `expr:"ts"`
+	// Claims is the sender's identity that auth lets handlers see; nil
+	// without auth.
+	Claims map[string]any `expr:"claims"`
 }
 
 // program is a compiled expression with a pool of VMs to run it.
@@ -108,7 +111,7 @@ func (p *program) run(env *exprEnv) (any, error) {
 
 // newEnv fills an expression env from m, decoding its data only when asked.
 func newEnv(env *exprEnv, m *core.Message, withData bool) error {
-	*env = exprEnv{Type: m.Type, From: m.From, To: m.To, ID: m.ID, TS: m.TS}
+	*env = exprEnv{Type: m.Type, From: m.From, To: m.To, ID: m.ID, TS: m.TS, Claims: m.Claims}
 	if withData {
 		d, err := decodeData(m.Data)
 		if err != nil {

@@ -20,7 +20,7 @@ func init() {
 
 // Filter passes or drops messages by the value of an expression.
 type Filter struct {
-	Expr   string `yaml:"expr" doc:"Boolean expression (expr-lang) over the message, e.g. from == 'h5' && data.size < 1000. It sees type, data (the decoded JSON; a missing key is nil, ?. walks optional objects), from, to, id, ts (ms since epoch), now() (ms since epoch) and uuid(); never the token. Unknown names are errors at startup; an expression that fails on a message (data of an unexpected shape) is a failure, which the route's on_error decides about. Required."`
+	Expr   string `yaml:"expr" doc:"Boolean expression (expr-lang) over the message, e.g. from == 'h5' && data.size < 1000. It sees type, data (the decoded JSON; a missing key is nil, ?. walks optional objects), from, to, id, ts (ms since epoch), claims (the sender's auth claims, nil without auth: claims?.role), now() (ms since epoch) and uuid(); never the token. Unknown names are errors at startup; an expression that fails on a message (data of an unexpected shape) is a failure, which the route's on_error decides about. Required."`
 	Action string `yaml:"action" doc:"keep: messages for which expr is true go on, the others are dropped; drop: messages for which expr is true are dropped, the others go on." default:"keep"`
 
 	prog *program

@@ -27,6 +27,8 @@ func TestFilter(t *testing.T) {
 		{"type glob", "handler: filter\nexpr: type startsWith 'material.'", msg("material.added", ""), "pass"},
 		{"to", "handler: filter\nexpr: \"'miniapp' in to\"", toMini, "pass"},
 		{"to absent", "handler: filter\nexpr: to == nil", msg("x", ""), "pass"},
+		{"auth claims", "handler: filter\nexpr: claims?.role == 'editor'", withClaims(msg("x", ""), map[string]any{"role": "editor"}), "pass"},
+		{"no auth claims", "handler: filter\nexpr: claims?.role == 'editor'", msg("x", ""), "drop"},
 		{"eval error is a failure", "handler: filter\nexpr: data.size > 3", msg("x", `"text"`), "fail"},
 		{"nil comparison is a failure", "handler: filter\nexpr: data.meta.ok", msg("x", `{}`), "fail"},
 	}
@@ -42,4 +44,9 @@ func TestFilter(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withClaims(m *core.Message, claims map[string]any) *core.Message {
+	m.Claims = claims
+	return m
 }

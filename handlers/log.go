@@ -2,8 +2,6 @@ package handlers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -26,7 +24,7 @@ func init() {
 // Log writes one structured log record per message and passes it on.
 type Log struct {
 	Level  string   `yaml:"level" doc:"Level of the records: debug, info, warn or error." default:"info"`
-	Fields []string `yaml:"fields" doc:"What each record holds, among type, from, to, id, size (bytes of data), data (its JSON, cut at 1 KiB) and token (not the token: the first 6 bytes of its SHA-256, in hex, enough to follow one pair)." default:"[type, from, id, size]"`
+	Fields []string `yaml:"fields" doc:"What each record holds, among type, from, to, id, size (bytes of data), data (its JSON, cut at 1 KiB) and token (not the token: 12 hex digits of an HMAC of it keyed with log.token_secret, as in relay's own log lines, enough to follow one pair)." default:"[type, from, id, size]"`
 
 	level slog.Level
 	log   *slog.Logger
@@ -106,11 +104,9 @@ func (l *Log) Handle(ctx context.Context, m *core.Message) ([]*core.Message, err
 	return []*core.Message{m}, nil
 }
 
-// tokenHash names a token in logs without revealing it.
-func tokenHash(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:6])
-}
+// tokenHash names a token in logs without revealing it, as relay's own
+// log lines do.
+func tokenHash(token string) string { return core.TokenID(token) }
 
 // NonBlocking: Handle only computes; the host needs no timeout for it.
 func (*Log) NonBlocking() {}

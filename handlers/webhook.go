@@ -3,6 +3,8 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 )
@@ -32,13 +35,16 @@ func init() {
 // Webhook asks an HTTP endpoint what to do with each message. The request
 // and what each answer does are described in URL's doc tag, from which
 // docs/handlers/webhook.md is generated; TestWebhookAnswers covers each case.
+// With a secret the request is signed (X-Relay-Signature, as the connect
+// webhook's).
 type Webhook struct {
-	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts}, with data, to and id only when the message has them. The answer decides what happens to the message: a 2xx with an empty body passes it on unchanged; 204 drops it; a 2xx with a JSON object {type?, data?, to?} replaces the fields the object names (any other key is a failure); a 2xx with a JSON array of such objects fans it out, one message per item, each keeping the sender and id of the original ([] drops it); a 4xx rejects it, and the sender's relay.error carries the code and message of a body {code, message} (code rejected when the body has no valid code, and the body's text as message when it is not such JSON); a 3xx or 5xx, no answer within timeout, or a body larger than max_response_bytes or not JSON is a failure, which the route's on_error decides about. Required."`
+	URL              string            `yaml:"url" doc:"Endpoint (http or https) that receives each message as a POST with a JSON body {type, data, from, to, id, ts, pair, claims}, with data, to, id and claims only when the message has them: pair is 32 hex digits of the SHA-256 of relay-pair: and the sender's room (its token; with auth, auth: and its pairing key), the same for both sides of a pair; claims is the sender's auth identity. The answer decides what happens to the message: a 2xx with an empty body passes it on unchanged; 204 drops it; a 2xx with a JSON object {type?, data?, to?} replaces the fields the object names (any other key is a failure); a 2xx with a JSON array of such objects fans it out, one message per item, each keeping the sender and id of the original ([] drops it); a 4xx rejects it, and the sender's relay.error carries the code and message of a body {code, message} (code rejected when the body has no valid code, and the body's text as message when it is not such JSON); a 3xx or 5xx, no answer within timeout, or a body larger than max_response_bytes or not JSON is a failure, which the route's on_error decides about. Required."`
 	Headers          map[string]string `yaml:"headers" doc:"Headers sent with each request, e.g. Authorization: Bearer ${WEBHOOK_SECRET}."`
 	Timeout          time.Duration     `yaml:"timeout" doc:"Longest one attempt may take (the route's timeout bounds all attempts together)." default:"3s"`
 	Retries          int               `yaml:"retries" doc:"Further attempts after a network error, a timeout or a 5xx answer, with a short backoff (100ms, 200ms, 400ms…, at most 10 retries), while the route's timeout allows. The receiver may then see a message twice: use its id." default:"0"`
 	MaxResponseBytes int64             `yaml:"max_response_bytes" doc:"Largest answer body read; a larger one is a failure (relay stops reading there). Each message of the answer must also meet limits.max_frame_bytes, or the webhook has failed." default:"1048576"`
 	MaxMessages      int               `yaml:"max_messages" doc:"Most messages an answer may fan out to; more is a failure." default:"100"`
+	Secret           string            `yaml:"secret" doc:"Key of the X-Relay-Signature header (t=UNIX_SECONDS,v1=hex HMAC-SHA256 of the timestamp, a dot and the body) that lets the endpoint check a request comes from relay; at least 32 bytes. Write ${VAR}. Empty: requests are not signed. See docs/auth.md."`
 
 	client *http.Client
 	header http.Header
@@ -72,6 +78,9 @@ func (w *Webhook) Provision(context.Context, core.ProvisionEnv) error {
 		return fmt.Errorf("max_response_bytes: must be 1 or more, got %d", w.MaxResponseBytes)
 	case w.MaxMessages < 1:
 		return fmt.Errorf("max_messages: must be 1 or more, got %d", w.MaxMessages)
+	case w.Secret != "" && len(w.Secret) < config.MinJWTSecretBytes:
+		// The value is never quoted: it may come from ${VAR}.
+		return fmt.Errorf("secret: must be at least %d bytes, got %d", config.MinJWTSecretBytes, len(w.Secret))
 	}
 	w.header = http.Header{}
 	for _, k := range sortedKeys(w.Headers) {
@@ -132,6 +141,20 @@ type webhookRequest struct {
 	To   *[]string       `json:"to,omitempty"` // absent: every other env; [] stays []
 	ID   string          `json:"id,omitempty"`
 	TS   int64           `json:"ts"`
+	Pair string          `json:"pair,omitempty"`
+	// Claims is the sender's identity from auth.
+	Claims map[string]any `json:"claims,omitempty"`
+}
+
+// pairID names a room for a backend without revealing its token: both
+// sides of a pair send the same one.
+func pairID(token string) string {
+	if token == "" {
+		return ""
+	}
+	// Prefixed, so that it differs from the Redis key tag of the token.
+	sum := sha256.Sum256([]byte("relay-pair:" + token))
+	return hex.EncodeToString(sum[:16])
 }
 
 // webhookReply is one message of an answer; absent fields keep the original's.
@@ -154,7 +177,7 @@ func (e *webhookStatus) Error() string {
 
 // Handle POSTs the message and acts on the answer.
 func (w *Webhook) Handle(ctx context.Context, m *core.Message) ([]*core.Message, error) {
-	req := webhookRequest{Type: m.Type, Data: m.Data, From: m.From, ID: m.ID, TS: m.TS}
+	req := webhookRequest{Type: m.Type, Data: m.Data, From: m.From, ID: m.ID, TS: m.TS, Pair: pairID(m.Token), Claims: m.Claims}
 	if m.To != nil {
 		req.To = &m.To
 	}
@@ -210,6 +233,10 @@ func (w *Webhook) post(parent context.Context, body []byte) (int, []byte, error)
 		return 0, nil, err
 	}
 	req.Header = w.header.Clone()
+	if w.Secret != "" {
+		// Signed per attempt, so that a retry carries a fresh timestamp.
+		req.Header.Set(auth.SignatureHeader, auth.Sign([]byte(w.Secret), time.Now(), body))
+	}
 	if w.host != "" {
 		req.Host = w.host
 	}

@@ -166,8 +166,8 @@ func TestWebhookRequestBody(t *testing.T) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	if fmt.Sprint(keys) != "[from ts type]" {
-		t.Errorf("body keys = %v, want [from ts type] for a message without data, to and id", keys)
+	if fmt.Sprint(keys) != "[from pair ts type]" {
+		t.Errorf("body keys = %v, want [from pair ts type] for a message without data, to, id and claims", keys)
 	}
 	if _, ok := got["token"]; ok {
 		t.Fatal("the token was sent")

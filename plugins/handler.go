@@ -154,8 +154,12 @@ func (h *Handler) Handle(ctx context.Context, m *core.Message) ([]*core.Message,
 	if inst == nil {
 		return nil, h.proc.down()
 	}
-	resp, err := inst.mux.Call(ctx, &pb.Message{Type: m.Type, Data: m.Data, To: m.To, HasTo: m.To != nil,
-		Id: m.ID, From: m.From, Ts: m.TS})
+	pm := &pb.Message{Type: m.Type, Data: m.Data, To: m.To, HasTo: m.To != nil, Id: m.ID, From: m.From, Ts: m.TS}
+	if m.Claims != nil {
+		// Claims came from JSON (a token, a backend's answer): they encode.
+		pm.Claims, _ = json.Marshal(m.Claims)
+	}
+	resp, err := inst.mux.Call(ctx, pm)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("plugin %s gave no answer in time (%v)", h.Plugin, ctx.Err())

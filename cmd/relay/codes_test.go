@@ -157,7 +157,10 @@ func TestDocumentedErrorCodesAreTheCodesRelaySends(t *testing.T) {
 
 	sdkListed := tableCodes(t, "../../clients/js/README.md", "| SDK `code` |")
 	for code := range sdkListed {
-		if declared[code] {
+		// The one shared name means the same refusal either way: the SDK
+		// names close 4501 unauthorized, which follows relay.error
+		// unauthorized after a refused relay.auth frame.
+		if declared[code] && code != "unauthorized" {
 			t.Errorf("clients/js/README.md: the SDK's own code %q is also a relay code: a client could not tell them apart", code)
 		}
 	}

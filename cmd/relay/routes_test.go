@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -211,6 +212,7 @@ routes:
 
 	const total = 3000
 	received := make(chan map[string]any, total)
+	var got atomic.Int64 // frames miniapp read
 	go func() {
 		for i := 0; i < total; i++ {
 			_ = mini.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -221,6 +223,7 @@ routes:
 			}
 			var m map[string]any
 			_ = json.Unmarshal(b, &m)
+			got.Add(1)
 			received <- m
 		}
 	}()
@@ -238,12 +241,26 @@ routes:
 	}()
 	second := strings.Replace(mustRead(t, path), "'first'", "'second'", 1)
 	for i := 0; i < total; i++ {
+		// Stay within miniapp's send queue: under CPU contention its writer
+		// may fall behind a sender this fast, and a slow consumer is not
+		// what this test is about.
+		for wait := time.Now(); int64(i)-got.Load() > 128 && time.Since(wait) < 20*time.Second; {
+			time.Sleep(time.Millisecond)
+		}
 		h5.send(fmt.Sprintf(`{"type":"tick","data":{"n":%d},"id":"t-%d"}`, i, i))
 		switch i {
 		case 1000: // a valid change, picked up by SIGHUP
 			mustWrite(t, path, second)
 			_ = p.cmd.Process.Signal(syscall.SIGHUP)
 		case 2000: // a broken one: refused, the second rules stay
+			// Only once the valid one was read: a reload reads the file when
+			// it runs, which under load may be after this write.
+			for wait := time.Now(); !strings.Contains(p.logText(), `"message":"config reloaded"`); {
+				if time.Since(wait) > 20*time.Second {
+					t.Fatalf("the valid change was not reloaded within 20s; log:\n%s", p.logText())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			mustWrite(t, path, second+"\nroutes_typo: 1\n")
 			_ = p.cmd.Process.Signal(syscall.SIGHUP)
 		}

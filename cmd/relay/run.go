@@ -8,9 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strings"
+	"time"
 
+	"github.com/pairrelay/relay/auth"
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
@@ -107,6 +112,12 @@ func check(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	pipeline.Close()
+	// Keys are read and parsed here; a JWKS URL is not fetched (check works offline).
+	authSet, err := auth.Build(cfg, auth.Options{Dir: configDir(source, path), Offline: true})
+	if err != nil {
+		return err
+	}
+	authSet.Close()
 	fmt.Fprintf(stdout, "%s: ok (%d routes)\n", source, len(cfg.Routes))
 	return nil
 }
@@ -129,6 +140,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log)
+	if cfg.Log.TokenSecret != "" {
+		core.SetTokenIDKey([]byte(cfg.Log.TokenSecret))
+	}
 	budget := applyMemoryBudget(cfg, log)
 	backplane, err := newBackplane(ctx, cfg, budget, log)
 	if err != nil {
@@ -139,8 +153,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	authSet, err := auth.Build(cfg, auth.Options{Dir: configDir(source, path), Log: log})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer authSet.Close()
+	warnOpenListener(log, ln.Addr(), authSet)
 	srv := core.NewServer(cfg, log, backplane)
 	srv.SetMemoryBudget(budget)
+	srv.SetAuth(authSet)
 	pipeline, err := buildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
 	if err != nil {
 		ln.Close()
@@ -151,6 +173,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		reloader := &reloader{path: path, current: cfg, log: log, srv: srv}
 		go reloader.run(ctx)
 	}
+	var metricsSrv *http.Server
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			srv.Hub().SetPipeline(&core.Pipeline{}).Close()
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		metricsSrv = &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metricsSrv.Serve(mln) }()
+		log.Info("metrics listening", "addr", mln.Addr().String(), "token", cfg.Metrics.Token != "")
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
@@ -158,6 +192,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	select {
 	case err := <-served:
+		if metricsSrv != nil {
+			_ = metricsSrv.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -166,6 +203,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
+	}
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shutdownCtx)
 	}
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
@@ -189,6 +229,35 @@ func applyMemoryBudget(cfg *config.Config, log *slog.Logger) core.MemoryBudget {
 		"history_bytes", budget.HistoryBytes(cfg.History.MaxBytes), "send_queue_bytes", budget.QueueBytes(),
 		"go_memory_limit", debug.SetMemoryLimit(-1))
 	return budget
+}
+
+// configDir is where relative file names of the config start from.
+func configDir(source, path string) string {
+	if source == builtInDefaults {
+		return ""
+	}
+	return filepath.Dir(path)
+}
+
+// warnOpenListener warns when relay listens beyond loopback while some env
+// admits anyone who names a token (provider none).
+func warnOpenListener(log *slog.Logger, addr net.Addr, a *auth.Set) {
+	open := a.Unauthenticated()
+	if len(open) == 0 {
+		return
+	}
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return
+	}
+	scope := "every env"
+	if open[0] != "" || len(open) > 1 {
+		scope = "envs " + strings.Join(open, ", ")
+		if open[0] == "" {
+			scope = "envs without their own auth and " + strings.Join(open[1:], ", ")
+		}
+	}
+	log.Warn("relay listens beyond loopback with auth provider none: anyone who knows a token can read its history, join it and replace its clients; configure auth (see docs/auth.md)",
+		"addr", addr.String(), "unauthenticated", scope)
 }
 
 // newLogger writes JSON lines Cloud Logging understands (severity, message)

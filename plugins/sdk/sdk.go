@@ -72,6 +72,10 @@ type Message struct {
 	ID   string // the client's message id, may be empty
 	From string // the sender's env
 	TS   int64  // ms since the epoch, when relay accepted the message
+	// Claims is the sender's identity that relay's auth lets handlers see
+	// (the claims listed in auth.jwt.claims, a connect webhook's meta,
+	// wechat's openid/appid/unionid); nil without auth.
+	Claims map[string]any
 }
 
 // DecodeData unmarshals the message's data into v.
@@ -218,6 +222,9 @@ func (i impl) Handle(ctx context.Context, pm *pb.Message) *pb.HandleResponse {
 
 func fromPB(pm *pb.Message) *Message {
 	m := &Message{Type: pm.GetType(), ID: pm.GetId(), From: pm.GetFrom(), TS: pm.GetTs()}
+	if len(pm.GetClaims()) > 0 {
+		_ = json.Unmarshal(pm.GetClaims(), &m.Claims)
+	}
 	if len(pm.GetData()) > 0 {
 		m.Data = pm.GetData()
 	}

@@ -116,6 +116,8 @@ func (p *testPlugin) Handle(ctx context.Context, m *sdk.Message) ([]*sdk.Message
 			out = append(out, &sdk.Message{Type: "big.part", Data: b})
 		}
 		return out, nil
+	case "claims":
+		return []*sdk.Message{m}, m.SetData(map[string]any{"claims": m.Claims})
 	}
 	return []*sdk.Message{m}, nil
 }

@@ -295,14 +295,19 @@ func (x *ConfigField) GetRequired() bool {
 
 // Message is one relayed message as a plugin sees it.
 type Message struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`                 // JSON; empty: the message has no data
-	To            []string               `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`                     // envs to deliver to; meaningful only when has_to
-	HasTo         bool                   `protobuf:"varint,4,opt,name=has_to,json=hasTo,proto3" json:"has_to,omitempty"` // false: every other env of the token (to is ignored)
-	Id            string                 `protobuf:"bytes,5,opt,name=id,proto3" json:"id,omitempty"`                     // the client's message id, may be empty
-	From          string                 `protobuf:"bytes,6,opt,name=from,proto3" json:"from,omitempty"`                 // the sender's env
-	Ts            int64                  `protobuf:"varint,7,opt,name=ts,proto3" json:"ts,omitempty"`                    // ms since the epoch, when relay accepted it
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Data  []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`                 // JSON; empty: the message has no data
+	To    []string               `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`                     // envs to deliver to; meaningful only when has_to
+	HasTo bool                   `protobuf:"varint,4,opt,name=has_to,json=hasTo,proto3" json:"has_to,omitempty"` // false: every other env of the token (to is ignored)
+	Id    string                 `protobuf:"bytes,5,opt,name=id,proto3" json:"id,omitempty"`                     // the client's message id, may be empty
+	From  string                 `protobuf:"bytes,6,opt,name=from,proto3" json:"from,omitempty"`                 // the sender's env
+	Ts    int64                  `protobuf:"varint,7,opt,name=ts,proto3" json:"ts,omitempty"`                    // ms since the epoch, when relay accepted it
+	// JSON object: the sender's identity that auth lets handlers see (the
+	// claims listed in auth.jwt.claims, a connect webhook's meta, wechat's
+	// openid/appid/unionid). Empty without auth. Set by relay; a plugin's
+	// changes to it are ignored.
+	Claims        []byte `protobuf:"bytes,8,opt,name=claims,proto3" json:"claims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,6 +389,13 @@ func (x *Message) GetTs() int64 {
 		return x.Ts
 	}
 	return 0
+}
+
+func (x *Message) GetClaims() []byte {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
 }
 
 type HandleRequest struct {
@@ -784,7 +796,7 @@ const file_relayplugin_v1_plugin_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03doc\x18\x03 \x01(\tR\x03doc\x12\x18\n" +
 	"\adefault\x18\x04 \x01(\tR\adefault\x12\x1a\n" +
-	"\brequired\x18\x05 \x01(\bR\brequired\"\x8c\x01\n" +
+	"\brequired\x18\x05 \x01(\bR\brequired\"\xa4\x01\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x0e\n" +
@@ -792,7 +804,8 @@ const file_relayplugin_v1_plugin_proto_rawDesc = "" +
 	"\x06has_to\x18\x04 \x01(\bR\x05hasTo\x12\x0e\n" +
 	"\x02id\x18\x05 \x01(\tR\x02id\x12\x12\n" +
 	"\x04from\x18\x06 \x01(\tR\x04from\x12\x0e\n" +
-	"\x02ts\x18\a \x01(\x03R\x02ts\"\x92\x01\n" +
+	"\x02ts\x18\a \x01(\x03R\x02ts\x12\x16\n" +
+	"\x06claims\x18\b \x01(\fR\x06claims\"\x92\x01\n" +
 	"\rHandleRequest\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\x04R\x06callId\x121\n" +
 	"\amessage\x18\x02 \x01(\v2\x17.relayplugin.v1.MessageR\amessage\x12\x1d\n" +
