@@ -204,9 +204,11 @@ history: {size: 0}
 	t.Logf("slow readers: %s; pair: %s; %.0f sessions shed by the queue budget (%.0f MiB), %.0f closed with 4008 in all",
 		mem, stats, m["relay_send_queue_shed_total"], m["relay_send_queue_budget_bytes"]/(1<<20), m[`relay_closes_total{code="4008"}`])
 	stats.Check(t, 50*time.Millisecond)
-	if m["relay_send_queue_shed_total"] == 0 {
-		t.Errorf("no session was shed by the queue budget")
-	}
+	// Which bound closes a slow receiver first, its own 4 MiB or the
+	// queues' budget, depends on how together their queues fill (a
+	// starved sender fills its pair's late); either way it is shed with
+	// 4008 and counted. TestQueueBudgetShedsTheSlowestConsumers in core
+	// checks the budget on its own.
 	if m[`relay_closes_total{code="4008"}`] == 0 {
 		t.Errorf("no connection was closed with 4008")
 	}
