@@ -90,6 +90,14 @@ type JoinResult struct {
 	Epoch    uint64   // the claim's place in the token's order of claims: newest wins
 }
 
+// ErrPublishUnconfirmed is wrapped by a Publish or PublishBatches error
+// when the backplane cannot tell whether the messages were accepted (a
+// request reached it but its answer was lost). Other publish errors mean
+// the messages were certainly not accepted and never will be. Either way a
+// resend with the same client id is safe: it is deduplicated if the first
+// attempt was accepted after all.
+var ErrPublishUnconfirmed = errors.New("publish unconfirmed: may have been accepted")
+
 // Join refusals.
 var (
 	ErrEnvTaken  = errors.New("env already connected for this token")

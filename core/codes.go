@@ -42,7 +42,8 @@ const (
 	ErrInvalidUTF8    = "invalid_utf8"
 	ErrRateLimited    = "rate_limited"
 	ErrRejected       = "rejected"
-	ErrUnavailable    = "unavailable"
+	ErrUnavailable    = "unavailable"   // certainly not accepted, and never will be
+	ErrUnconfirmed    = "unconfirmed"   // may have been accepted: resend with the same id (deduplicated)
 	ErrUnauthorized   = "unauthorized"  // a credential refused (first frame, relay.refresh)
 	ErrTokenExpired   = "token_expired" // the credential expires soon: send relay.refresh
 	ErrInternal       = "internal"

@@ -73,7 +73,7 @@ type frameConn struct {
 }
 
 // arm starts watching frames. It must be called before the WebSocket
-// library reads anything, on the reader goroutine.
+// library reads anything, on the goroutine that then reads (runSession).
 func (c *frameConn) arm(maxFragments int, maxMessage time.Duration) {
 	c.armed, c.maxFragments, c.maxMessage = true, maxFragments, maxMessage
 }
@@ -116,9 +116,14 @@ func (c *frameConn) Read(p []byte) (int, error) {
 		}
 	}
 	if n > 0 && !c.off {
-		if ferr := c.scan(p[:n]); ferr != nil {
+		if ok, ferr := c.scan(p[:n]); ferr != nil {
+			// The frames before the offending one are the library's to
+			// read (a relay.auth frame, say); the next read fails.
 			c.err = ferr
-			return 0, ferr
+			if ok == 0 {
+				return 0, ferr
+			}
+			return ok, nil
 		}
 		c.trackMessageTime()
 	}
@@ -161,15 +166,18 @@ func (c *frameConn) readHTTP(p []byte) (int, error) {
 	return n, nil
 }
 
-// scan follows the frame headers in b, counting fragments.
-func (c *frameConn) scan(b []byte) error {
-	for len(b) > 0 {
+// scan follows the frame headers in b, counting fragments. On a
+// violation it returns how many bytes of b come before the offending
+// frame's header.
+func (c *frameConn) scan(b []byte) (int, error) {
+	i := 0
+	for i < len(b) {
 		if c.skip > 0 {
-			if uint64(len(b)) < c.skip {
-				c.skip -= uint64(len(b))
-				return nil
+			if uint64(len(b)-i) < c.skip {
+				c.skip -= uint64(len(b) - i)
+				return len(b), nil
 			}
-			b = b[c.skip:]
+			i += int(c.skip)
 			c.skip = 0
 			if c.open && c.finalSeen {
 				c.open = false
@@ -177,29 +185,30 @@ func (c *frameConn) scan(b []byte) error {
 			continue
 		}
 		// Collect a header: 2 bytes, the extended length, the mask key.
+		start := i - c.hdrLen // negative when the header began in an earlier read
 		need := 2
 		if c.hdrLen >= 2 {
 			need = headerLen(c.hdr[0], c.hdr[1])
 		}
-		for c.hdrLen < need && len(b) > 0 {
-			c.hdr[c.hdrLen] = b[0]
+		for c.hdrLen < need && i < len(b) {
+			c.hdr[c.hdrLen] = b[i]
 			c.hdrLen++
-			b = b[1:]
+			i++
 			if c.hdrLen == 2 {
 				need = headerLen(c.hdr[0], c.hdr[1])
 			}
 		}
 		if c.hdrLen < need {
-			return nil
+			return len(b), nil
 		}
 		if err := c.frame(); err != nil {
-			return err
+			return max(start, 0), err
 		}
 		if c.off {
-			return nil
+			return len(b), nil
 		}
 	}
-	return nil
+	return len(b), nil
 }
 
 func headerLen(b0, b1 byte) int {

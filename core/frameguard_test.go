@@ -12,6 +12,7 @@ import (
 	"time"
 
 	fws "github.com/fasthttp/websocket"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pairrelay/relay/config"
 )
@@ -249,4 +250,21 @@ func TestPingFloodEndsIn4029(t *testing.T) {
 	pings := bytes.Repeat(clientFrame(true, 0x9, []byte("x")), 100)
 	c.writeRaw(pings)
 	c.expectClose(CloseTooMany)
+}
+
+// TestGuardSeesFramesSentWithTheAuthFrame: the guard watches from the
+// first frame, the relay.auth one included, so frames that come in the
+// same read as it are counted too.
+func TestGuardSeesFramesSentWithTheAuthFrame(t *testing.T) {
+	r := startAuthRelay(t, hsAuth, func(c *config.Config) {
+		c.Limits.MaxFragments, c.Limits.MaxFrameBytes = 8, 1024
+	})
+	tok := signHS(t, jwt.MapClaims{"sub": "alice"})
+	r.secrets = append(r.secrets, tok)
+	r.testRelay.t = t
+	c := r.dial("v=1&env=h5") // the credential comes as the first frame
+	frames := clientFrame(true, 0x1, []byte(`{"type":"relay.auth","data":{"token":"`+tok+`"}}`))
+	frames = append(frames, fragmented(`{"type":"parts","data":"abcdefghijklmnopqrstuvwxyz"}`, 9)...)
+	c.writeRaw(frames)
+	c.expectCloseText(ClosePolicy, "too many fragments")
 }

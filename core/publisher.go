@@ -168,11 +168,16 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 		if it.id != "" {
 			s.ack(it.id, it.seq)
 		}
+	case r.Err != nil && errors.Is(r.Err, ErrPublishUnconfirmed):
+		s.holdFor(it.id, ErrUnconfirmed)
+		s.hub.metrics.drops.WithLabelValues(ErrUnconfirmed).Inc()
+		s.hub.log.Debug("backplane: publish unconfirmed", "token", s.tokenHash, "env", s.env, "err", r.Err)
+		s.refuse(it.id, &ClientError{Code: ErrUnconfirmed, Message: "relay may have accepted the message; resend it with the same id"}, it.route)
 	case r.Err != nil:
 		s.holdFor(it.id, ErrUnavailable)
 		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
 		s.hub.log.Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
-		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now; retry"}, it.route)
+		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now (not relayed); retry"}, it.route)
 	default:
 		if r.Duplicate {
 			s.hub.metrics.drops.WithLabelValues("duplicate").Inc()
@@ -184,7 +189,7 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 }
 
 // A client resends a message refused with a retryable code (rate_limited,
-// unavailable) together with what it sent after it, in order. Those later
+// unavailable, unconfirmed) together with what it sent after it, in order. Those later
 // messages were already on their way when the refusal left: accepted, they
 // would overtake the resent one. So after such a refusal of a message with
 // an id, the session refuses every later message with the same code until
@@ -198,14 +203,21 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 func (s *Session) keepOrder(it *pubItem) {
 	if s.held != "" {
 		if it.id != s.held {
-			s.hub.metrics.drops.WithLabelValues(s.heldCode).Inc()
-			*it = pubItem{id: it.id, route: it.route, refusal: &ClientError{Code: s.heldCode,
+			// Held back, it is certainly not relayed: after an unconfirmed
+			// message, the later ones are plainly unavailable.
+			code := s.heldCode
+			if code == ErrUnconfirmed {
+				code = ErrUnavailable
+			}
+			s.hub.metrics.drops.WithLabelValues(code).Inc()
+			*it = pubItem{id: it.id, route: it.route, refusal: &ClientError{Code: code,
 				Message: "message " + strconv.Quote(s.held) + " was refused before this one: resend it first; later messages are refused until then, to keep their order"}}
 			return
 		}
 		s.held = ""
 	}
-	if it.refusal != nil && (it.refusal.Code == ErrRateLimited && it.route == "" || it.refusal.Code == ErrUnavailable) {
+	if it.refusal != nil && (it.refusal.Code == ErrRateLimited && it.route == "" ||
+		it.refusal.Code == ErrUnavailable || it.refusal.Code == ErrUnconfirmed) {
 		s.holdFor(it.id, it.refusal.Code)
 	}
 }

@@ -471,6 +471,11 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		h.open.Add(-1)
 	}()
 	defer s.recoverSession(conn)
+	// Before anything reads a frame (a relay.auth frame included): the
+	// guard must see the stream from its first byte.
+	if g := guardOf(conn.NetConn()); g != nil {
+		g.arm(fragmentCap(&s.cfg.Limits), s.cfg.Limits.MessageTimeout)
+	}
 	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
 	if req.firstFrame != nil {
 		if code := s.authFirstFrame(sess, req); code != 0 {

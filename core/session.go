@@ -389,9 +389,6 @@ func (s *Session) stopWriting() {
 func (s *Session) run() {
 	h := s.hub
 	timeout := h.cfg.Heartbeat.Timeout
-	if g := guardOf(s.conn.NetConn()); g != nil {
-		g.arm(fragmentCap(&h.cfg.Limits), h.cfg.Limits.MessageTimeout)
-	}
 	s.conn.SetReadLimit(int64(h.cfg.Limits.MaxFrameBytes))
 	_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
 	// Control frames count toward the rate like messages, or a flood of

@@ -58,7 +58,10 @@
 // and live traffic. A pub/sub connection that breaks is reconnected and
 // resubscribed by go-redis; one that goes silent is replaced. After either,
 // and whenever a message's seq skips, the subscription catches up on what it
-// missed from the history.
+// missed from the history; when the history cannot be read (Redis still
+// loading after a restart), its live messages wait and the catch-up is
+// retried every 100 ms. While Redis is unreachable every call fails at
+// once without dialing, and only the health check probes it.
 //
 // # Presence
 //
@@ -77,5 +80,10 @@
 // refuses messages with relay.error unavailable; sessions stay up), and
 // Ready reports false until both connections work again. A script is never
 // retried by the client: a publish whose reply was lost is not published
-// twice (a client resend with the same id is deduplicated).
+// twice (a client resend with the same id is deduplicated). A publish
+// carries a deadline in Redis's clock (estimated by the health check's
+// TIME), halfway to its call's timeout, and does nothing when it reaches
+// Redis later; so a failed publish is either certainly not published (the
+// hub answers unavailable) or ran in time and lost its reply (it wraps
+// core.ErrPublishUnconfirmed; the hub answers unconfirmed).
 package redisbp

@@ -102,8 +102,15 @@ func (b *Backplane) commandLoop() {
 			return
 		case <-b.cmdWake:
 		}
+		// Commands wait while Redis is unreachable: sending them would only
+		// dial in vain (see reachable). They go out, in order, once it is
+		// back; the reader's reconnect subscribes the channels subscribed
+		// before.
+		if !b.waitReachable() {
+			return
+		}
 		b.cmdMu.Lock()
-		cmds := b.cmds
+		cmds := lastPerChannel(b.cmds)
 		b.cmds = nil
 		b.cmdMu.Unlock()
 		for len(cmds) > 0 {
@@ -126,6 +133,22 @@ func (b *Backplane) commandLoop() {
 				// go-redis remembers the channels even when the write fails
 				// and subscribes them again when it reconnects.
 				err = ps.Subscribe(b.ctx, channels...)
+				if err != nil {
+					// This command never reached Redis (the connection could
+					// not be made or broke during the write, and go-redis
+					// closed it), so no confirmation will answer it. Left
+					// waiting, each entry would take the confirmation of a
+					// later SUBSCRIBE of its channel for its own: one stale
+					// entry per failed command, and every later subscription
+					// of the channel stays unconfirmed and deaf. The
+					// resubscription after the reconnect confirms the
+					// channel's current subscription instead.
+					b.mu.Lock()
+					for _, c := range cmds[:n] {
+						b.unwait(c.channel, c.sub)
+					}
+					b.mu.Unlock()
+				}
 			} else {
 				err = ps.Unsubscribe(b.ctx, channels...)
 			}
@@ -137,48 +160,104 @@ func (b *Backplane) commandLoop() {
 	}
 }
 
+// lastPerChannel keeps the last of the queued commands of each channel, in
+// order: only the channel's final state matters to Redis, and a
+// subscription whose subscribe is followed by another command was dropped
+// meanwhile. Sessions that come and go while Redis is unreachable (each
+// refused) queue a subscribe and an unsubscribe each, thousands in a long
+// outage, which would otherwise all go out once Redis is back and delay
+// the confirmation of the subscription that counts.
+func lastPerChannel(cmds []psCommand) []psCommand {
+	if len(cmds) < 2 {
+		return cmds
+	}
+	last := make(map[string]int, len(cmds))
+	for i, c := range cmds {
+		last[c.channel] = i
+	}
+	if len(last) == len(cmds) {
+		return cmds
+	}
+	out := make([]psCommand, 0, len(last))
+	for i, c := range cmds {
+		if last[c.channel] == i {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// unwait removes sub's newest entry from the channel's waiting queue; b.mu
+// is held.
+func (b *Backplane) unwait(channel string, sub *subscription) {
+	q := b.waiting[channel]
+	for i := len(q) - 1; i >= 0; i-- {
+		if q[i] == sub {
+			q = slices.Delete(q, i, i+1)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(b.waiting, channel)
+	} else {
+		b.waiting[channel] = q
+	}
+}
+
 // readLoop receives from the pub/sub connection until Close. go-redis
 // reconnects a broken connection on the next receive and subscribes it to
 // every channel again; the confirmations make each subscription catch up
 // on what it missed meanwhile from the history.
 func (b *Backplane) readLoop() {
 	defer b.wg.Done()
-	idle := 0
+	lastHeard, pinged := time.Now(), time.Time{}
 	backoff := 10 * time.Millisecond
 	for b.ctx.Err() == nil {
 		ps := b.pubsub()
-		msg, err := ps.ReceiveTimeout(b.ctx, b.opts.HealthInterval)
+		timeout := b.opts.HealthInterval
+		if len(b.behind) > 0 {
+			timeout = min(timeout, catchUpRetry)
+		}
+		msg, err := ps.ReceiveTimeout(b.ctx, timeout)
 		if err != nil {
 			if b.ctx.Err() != nil {
 				return
 			}
 			var netErr net.Error
 			if errors.As(err, &netErr) && netErr.Timeout() {
+				b.retryCatchUps()
 				// Silence: ask the server for a sign of life, and replace a
 				// connection that stays silent (a peer gone without a reset).
-				if idle++; idle >= 3 {
+				silent := time.Since(lastHeard)
+				if silent >= 3*b.opts.HealthInterval {
 					b.replacePubSub(ps, errors.New("no answer to pings"))
-					idle = 0
+					lastHeard = time.Now()
 					continue
 				}
-				_ = ps.Ping(b.ctx, "hc")
+				if silent >= b.opts.HealthInterval && time.Since(pinged) >= b.opts.HealthInterval {
+					_ = ps.Ping(b.ctx, "hc")
+					pinged = time.Now()
+				}
 				continue
 			}
-			b.lostPubSub(err)
+			b.lostPubSub(b.noted(err))
 			// Retry soon: while this connection is down, the subscribers
 			// miss what other instances publish and must catch up on it
-			// from the history. The health check wakes the reader as soon
-			// as Redis answers again.
+			// from the history. While Redis is unreachable, wait for the
+			// health check to find it back instead of dialing (see
+			// reachable): it wakes the reader at once.
 			select {
 			case <-b.ctx.Done():
 				return
 			case <-time.After(backoff):
-			case <-b.redisBack:
+			}
+			if !b.waitReachable() {
+				return
 			}
 			backoff = min(backoff*2, 200*time.Millisecond)
 			continue
 		}
-		idle = 0
+		lastHeard = time.Now()
 		backoff = 10 * time.Millisecond
 		if !b.pubsubOK.Swap(true) {
 			b.log.Info("redis backplane: pub/sub connection restored")
@@ -199,6 +278,9 @@ func (b *Backplane) readLoop() {
 				}
 				b.pingMu.Unlock()
 			}
+		}
+		if len(b.behind) > 0 {
+			b.retryCatchUps()
 		}
 	}
 }
@@ -269,7 +351,7 @@ func (b *Backplane) confirmed(channel string) {
 		close(sub.ready)
 		return
 	}
-	b.catchUp(sub, 0)
+	b.catchUp(sub)
 }
 
 // dispatch hands a published payload to the channel's subscribers.
@@ -294,13 +376,22 @@ func (b *Backplane) dispatch(channel, payload string) {
 			b.log.Error("redis backplane: malformed message seq", "token", shortHash(sub.token))
 			return
 		}
+		if sub.behind && !b.catchUp(sub) {
+			// What came before it is still to be read from the history,
+			// and this message will be read with it.
+			return
+		}
 		if seq <= sub.lastSeq {
 			return // delivered already by a catch-up
 		}
 		if last := max(sub.lastSeq, sub.floor.Load()); last != 0 && seq > last+1 {
 			// Seqs are consecutive: a gap is a message this connection
 			// did not see (a reconnect, or a token whose state was lost).
-			b.catchUp(sub, seq)
+			// The catch-up reads this message too, or it fails, and then
+			// this message waits in the history with those before it.
+			if !b.catchUp(sub) || seq <= sub.lastSeq {
+				return
+			}
 		}
 		m, err := decodeMessage([]byte(payload[i+1:]))
 		if err != nil {
@@ -339,19 +430,49 @@ func (b *Backplane) deliver(sub *subscription, m *core.Message) {
 	sub.mu.Unlock()
 }
 
-// catchUp delivers from the history what sub missed: messages after the
-// newest it delivered, and before until (0: all).
-func (b *Backplane) catchUp(sub *subscription, until uint64) {
-	from := max(sub.lastSeq, sub.floor.Load())
+// catchUpRetry is how soon a catch-up that failed is tried again.
+const catchUpRetry = 100 * time.Millisecond
+
+// catchUp delivers from the history what sub missed: everything retained
+// after the newest message it delivered (before its first, after the
+// newest a History call returned). It reports whether it could read the
+// history; if not, sub is behind: its live messages are held back (they
+// are in the history too) and the catch-up is retried every catchUpRetry
+// until it succeeds, so that a history read failing once (Redis still
+// loading its dataset after a restart, a timeout) loses nothing and
+// reorders nothing. Reader only.
+//
+// It starts after lastSeq even when a History call has raised floor above
+// it meanwhile (held-back messages were dispatched but not delivered): the
+// sessions that were there need them, and a session that joined and got
+// them in its replay has them again, which v1 clients drop by seq.
+func (b *Backplane) catchUp(sub *subscription) bool {
+	from := sub.lastSeq
 	if from == 0 {
-		return
+		from = sub.floor.Load()
+	}
+	if from == 0 {
+		b.caughtUp(sub)
+		return true
 	}
 	res, st, err := b.history(b.ctx, sub.token, sub.keys, from, 0)
 	if err != nil {
-		b.log.Warn("redis backplane: cannot catch up after a gap; live sessions may miss messages",
-			"token", shortHash(sub.token), "err", err)
-		return
+		if !sub.behind {
+			b.log.Warn("redis backplane: cannot catch up after a gap yet; live messages of the token wait until the history can be read",
+				"token", shortHash(sub.token), "err", err)
+			sub.behind = true
+			if b.behind == nil {
+				b.behind = make(map[*subscription]struct{})
+			}
+			b.behind[sub] = struct{}{}
+		}
+		sub.retryAt = time.Now().Add(catchUpRetry)
+		return false
 	}
+	if sub.behind {
+		b.log.Info("redis backplane: caught up after a gap", "token", shortHash(sub.token))
+	}
+	b.caughtUp(sub)
 	// Lost is what left the history after from; when Redis lost the token's
 	// state, its new life starts at base and only later losses count.
 	if st.evicted > max(from, st.base) {
@@ -360,12 +481,33 @@ func (b *Backplane) catchUp(sub *subscription, until uint64) {
 			"token", shortHash(sub.token), "after", from)
 	}
 	for _, m := range res.Messages {
-		if until != 0 && m.Seq >= until {
-			break
-		}
 		if m.Seq > sub.lastSeq {
 			b.catchUps.Add(1)
 			b.deliver(sub, m)
+		}
+	}
+	return true
+}
+
+func (b *Backplane) caughtUp(sub *subscription) {
+	if sub.behind {
+		sub.behind = false
+		delete(b.behind, sub)
+	}
+}
+
+// retryCatchUps retries the catch-ups that failed and are due. Reader only.
+func (b *Backplane) retryCatchUps() {
+	now := time.Now()
+	for sub := range b.behind {
+		b.mu.RLock()
+		current := b.subs[sub.keys.channel] == sub
+		b.mu.RUnlock()
+		switch {
+		case !current:
+			b.caughtUp(sub) // unsubscribed meanwhile
+		case !now.Before(sub.retryAt):
+			b.catchUp(sub)
 		}
 	}
 }
@@ -383,6 +525,9 @@ func (b *Backplane) barrier(ctx context.Context) error {
 		delete(b.pings, id)
 		b.pingMu.Unlock()
 	}()
+	if err := b.reachable(); err != nil {
+		return err
+	}
 	if err := b.pubsub().Ping(ctx, id); err != nil {
 		return err
 	}
@@ -400,33 +545,96 @@ func (b *Backplane) barrier(ctx context.Context) error {
 	}
 }
 
-// healthLoop checks the command connections.
+// healthLoop checks the command connections every HealthInterval, and
+// every 100 ms while Redis is unreachable (operations fail at once
+// meanwhile, so the check decides how soon they work again). While Redis
+// is unreachable it checks with a throwaway client of its own rather than
+// the shared pool, whose dial errors would trip go-redis's dial breaker
+// (see reachable). It also keeps the estimate of Redis's clock that
+// publish deadlines are set in.
 func (b *Backplane) healthLoop() {
 	defer b.wg.Done()
-	t := time.NewTicker(b.opts.HealthInterval)
+	poll := min(b.opts.HealthInterval, 100*time.Millisecond)
+	t := time.NewTicker(poll)
 	defer t.Stop()
+	last := time.Now()
+	fails := 0 // consecutive failed checks
 	for {
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, b.opts.HealthInterval)
-		err := b.rdb.Ping(ctx).Err()
-		cancel()
+		up := b.redisOK.Load()
+		if up && fails == 0 && time.Since(last) < b.opts.HealthInterval {
+			continue
+		}
+		last = time.Now()
+		rdb := b.rdb
+		if !up {
+			probe := *b.ropts
+			probe.PoolSize, probe.MinIdleConns, probe.MaxIdleConns = 1, 0, 0
+			rdb = redis.NewClient(&probe)
+		}
+		offset, rtt, err := b.check(rdb)
+		if !up {
+			_ = rdb.Close()
+		}
 		if b.ctx.Err() != nil {
 			return
 		}
-		if ok := err == nil; b.redisOK.Swap(ok) != ok {
-			if ok {
-				select {
-				case b.redisBack <- struct{}{}:
-				default:
-				}
-				b.log.Info("redis backplane: redis reachable again")
-			} else {
-				b.log.Error("redis backplane: redis unreachable", "err", err)
+		if err == nil && rtt < b.opts.OpTimeout/4 {
+			b.clockOffset.Store(int64(offset))
+		}
+		switch {
+		case err != nil:
+			// A refused connection is certain; a slow answer may be a
+			// moment's load (a busy host, a fork), so it takes two in a
+			// row, 100 ms apart, to refuse every call.
+			if fails++; fails >= 2 || isDialError(err) {
+				b.markDown(err)
 			}
+		case !b.redisOK.Swap(true):
+			fails = 0
+			b.upMu.Lock()
+			close(b.up)
+			b.up = make(chan struct{})
+			b.upMu.Unlock()
+			b.log.Info("redis backplane: redis reachable again")
+		default:
+			fails = 0
 		}
 	}
+}
+
+// check asks rdb for PING and TIME in one round trip: PING answers LOADING
+// while Redis loads its dataset (TIME does not), so Redis is usable when
+// both answer. It returns Redis's clock minus this host's and the round
+// trip.
+func (b *Backplane) check(rdb *redis.Client) (time.Duration, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.opts.HealthInterval)
+	defer cancel()
+	pipe := rdb.Pipeline()
+	ping := pipe.Ping(ctx)
+	now := pipe.Time(ctx)
+	sent := time.Now()
+	_, _ = pipe.Exec(ctx)
+	rtt := time.Since(sent)
+	if err := ping.Err(); err != nil {
+		return 0, rtt, err
+	}
+	if err := now.Err(); err != nil {
+		return 0, rtt, err
+	}
+	return now.Val().Sub(sent.Add(rtt / 2)), rtt, nil
+}
+
+// measureClock returns Redis's clock minus this host's.
+func measureClock(ctx context.Context, rdb *redis.Client) (time.Duration, error) {
+	sent := time.Now()
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		return 0, err
+	}
+	return now.Sub(sent.Add(time.Since(sent) / 2)), nil
 }

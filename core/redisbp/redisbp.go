@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -76,6 +78,7 @@ func (o *Options) defaults() {
 // Backplane is the core.Backplane shared by relay instances through Redis.
 type Backplane struct {
 	opts     Options
+	ropts    *redis.Options // of rdb, for the health check's throwaway clients
 	prefix   string
 	metaKeep time.Duration
 	instance string
@@ -109,9 +112,16 @@ type Backplane struct {
 	pings  map[string]chan struct{}
 	pingN  atomic.Uint64
 
-	redisOK   atomic.Bool
-	pubsubOK  atomic.Bool
-	redisBack chan struct{} // the health check saw Redis answer again
+	behind map[*subscription]struct{} // subscriptions whose catch-up failed; reader only
+
+	// clockOffset is Redis's clock minus this host's, in ns, as the health
+	// check last measured it (within half its round trip).
+	clockOffset atomic.Int64
+
+	redisOK  atomic.Bool
+	pubsubOK atomic.Bool
+	upMu     sync.Mutex
+	up       chan struct{} // closed, and replaced, whenever the health check finds Redis reachable again
 
 	reconnects, catchUps, gaps atomic.Int64
 }
@@ -141,7 +151,9 @@ type subscription struct {
 
 	// Reader goroutine only.
 	confirmed bool
-	lastSeq   uint64 // newest seq delivered
+	lastSeq   uint64    // newest seq delivered
+	behind    bool      // a catch-up failed: live messages wait for the next one
+	retryAt   time.Time // when behind: when to try again
 	// floor is the newest seq a History call on this instance returned
 	// after the subscription was live: the reader knows nothing older
 	// than it can be missing.
@@ -197,7 +209,8 @@ func New(ctx context.Context, cfg config.Backplane, opts Options) (*Backplane, e
 	rdb := redis.NewClient(ropts)
 	startCtx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
-	if err := rdb.Ping(startCtx).Err(); err != nil {
+	offset, err := measureClock(startCtx, rdb)
+	if err != nil {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis backplane: cannot reach redis at %s: %w", ropts.Addr, err)
 	}
@@ -211,21 +224,23 @@ func New(ctx context.Context, cfg config.Backplane, opts Options) (*Backplane, e
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	b := &Backplane{
-		opts:      opts,
-		prefix:    prefix,
-		metaKeep:  max(2*opts.History.TTL, 10*time.Minute, 2*opts.ClaimTTL),
-		instance:  hex.EncodeToString(id[:]),
-		log:       opts.Log,
-		rdb:       rdb,
-		subs:      make(map[string]*subscription),
-		waiting:   make(map[string][]*subscription),
-		cmdWake:   make(chan struct{}, 1),
-		redisBack: make(chan struct{}, 1),
-		claims:    make(map[string]map[string]string),
-		pings:     make(map[string]chan struct{}),
-		ids:       newIDCache(idCacheSize),
-		resuming:  make(map[string]time.Time),
+		opts:     opts,
+		ropts:    ropts,
+		prefix:   prefix,
+		metaKeep: max(2*opts.History.TTL, 10*time.Minute, 2*opts.ClaimTTL),
+		instance: hex.EncodeToString(id[:]),
+		log:      opts.Log,
+		rdb:      rdb,
+		subs:     make(map[string]*subscription),
+		waiting:  make(map[string][]*subscription),
+		cmdWake:  make(chan struct{}, 1),
+		up:       make(chan struct{}),
+		claims:   make(map[string]map[string]string),
+		pings:    make(map[string]chan struct{}),
+		ids:      newIDCache(idCacheSize),
+		resuming: make(map[string]time.Time),
 	}
+	b.clockOffset.Store(int64(offset))
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.ps = rdb.Subscribe(b.ctx)
 	b.redisOK.Store(true)
@@ -312,12 +327,20 @@ func (b *Backplane) PublishBatches(ctx context.Context, batches [][]*core.Messag
 		fail(errClosed)
 		return
 	}
+	if err := b.reachable(); err != nil {
+		// Known unreachable (the health check checks every 100 ms):
+		// refused without sending, which is certain.
+		fail(err)
+		return
+	}
 	k := b.keys(token)
 	b.awaitSubscribed(ctx, k.channel)
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
 	idKeys := make([]string, 0, n)
-	args := make([]any, 0, 6+size)
+	args := make([]any, 0, 7+size)
 	args = append(args, b.opts.History.Size, ms(b.opts.History.TTL), ms(b.metaKeep), b.opts.History.MaxBytes,
-		k.channel, n)
+		k.channel, n, b.scriptDeadline(ctx))
 	for _, batch := range batches {
 		if len(batch) == 0 {
 			continue
@@ -329,11 +352,13 @@ func (b *Backplane) PublishBatches(ctx context.Context, batches [][]*core.Messag
 			args = append(args, encodeMessage(make([]byte, 0, 32+len(m.Data)+len(m.Type)), m))
 		}
 	}
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
 	res, err := publishScript.Run(ctx, b.rdb, []string{k.meta, k.hist, k.ids}, args...).Int64Slice()
 	if err != nil {
-		fail(fmt.Errorf("redis backplane: publish (%d client messages): %w", n, err))
+		fail(publishFailure(n, b.noted(err)))
+		return
+	}
+	if len(res) == 1 && res[0] == -1 {
+		fail(fmt.Errorf("redis backplane: publish (%d client messages): %w", n, errLate))
 		return
 	}
 	if len(res) != 2*n {
@@ -358,6 +383,115 @@ func (b *Backplane) PublishBatches(ctx context.Context, batches [][]*core.Messag
 			b.ids.put(token, idKey, seq)
 		}
 	}
+}
+
+// reachable fails at once, without dialing, while the health check finds
+// Redis unreachable: go-redis stops dialing for a second at a time once
+// its pool has seen PoolSize dial errors (its own circuit breaker, probing
+// once a second), so every dial made during an outage would delay the
+// recovery after it. While Redis is down only the health check's own
+// throwaway connections dial.
+func (b *Backplane) reachable() error {
+	if !b.redisOK.Load() {
+		return errUnreachable
+	}
+	return nil
+}
+
+// noted returns err, first taking a failed dial as Redis being unreachable
+// (the health check confirms it or not within 100 ms).
+func (b *Backplane) noted(err error) error {
+	if isDialError(err) {
+		b.markDown(err)
+	}
+	return err
+}
+
+// isDialError reports whether err is a failure to connect.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &op) && op.Op == "dial"))
+}
+
+// waitReachable returns once Redis is not known unreachable, or false when
+// the backplane closes first.
+func (b *Backplane) waitReachable() bool {
+	for !b.redisOK.Load() {
+		b.upMu.Lock()
+		up := b.up
+		b.upMu.Unlock()
+		if b.redisOK.Load() {
+			break
+		}
+		select {
+		case <-up:
+		case <-b.ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Backplane) markDown(err error) {
+	if b.redisOK.Swap(false) {
+		b.log.Error("redis backplane: redis unreachable", "err", err)
+	}
+}
+
+var (
+	errUnreachable = errors.New("redis backplane: redis unreachable; not sent")
+	errLate        = errors.New("reached redis after its deadline; refused unrun")
+)
+
+// scriptDeadline is the Redis time after which a publish sent now under ctx
+// must not run: halfway to ctx's deadline, leaving the other half for
+// the error of the clock offset estimate (a round trip at most) and the
+// reply. A call that times out has therefore either run in time (and its
+// reply was lost: unconfirmed) or will never run.
+func (b *Backplane) scriptDeadline(ctx context.Context) int64 {
+	now := time.Now()
+	budget := b.opts.OpTimeout / 2
+	if dl, ok := ctx.Deadline(); ok {
+		budget = dl.Sub(now) / 2
+	}
+	return now.Add(budget + time.Duration(b.clockOffset.Load())).UnixMilli()
+}
+
+// publishFailure says what a failed publish call means for its messages:
+// either certainly not published (the command never reached Redis, or
+// Redis refused it before running it), or unknown, wrapped in
+// core.ErrPublishUnconfirmed: the call may have run and only its reply be
+// lost. A resend with the same client id is safe in both cases.
+func publishFailure(n int, err error) error {
+	if notRun(err) {
+		return fmt.Errorf("redis backplane: publish (%d client messages) refused: %w", n, err)
+	}
+	return fmt.Errorf("redis backplane: publish (%d client messages): %w: %w", n, core.ErrPublishUnconfirmed, err)
+}
+
+// notRun reports whether err proves that a script was not run: no
+// connection could be had, or Redis answered with an error it gives before
+// running anything.
+func notRun(err error) bool {
+	if errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		// Refusals before the script starts. An error raised while it runs
+		// ("ERR user_script…") may come after some of its effects.
+		msg := rerr.Error()
+		for _, p := range []string{"LOADING ", "BUSY ", "OOM ", "NOPERM ", "MISCONF ", "READONLY ", "MASTERDOWN ", "NOAUTH ", "WRONGPASS ", "NOSCRIPT "} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // idKey is how a batch's client id is stored: per sending env. Without a
@@ -391,6 +525,9 @@ func (b *Backplane) Seen(ctx context.Context, token, from, id string) (uint64, b
 	if !b.resumingSince(token, from) {
 		return 0, false, nil
 	}
+	if err := b.reachable(); err != nil {
+		return 0, false, err
+	}
 	k := b.keys(token)
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
@@ -400,7 +537,7 @@ func (b *Backplane) Seen(ctx context.Context, token, from, id string) (uint64, b
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("redis backplane: seen: %w", err)
+		return 0, false, fmt.Errorf("redis backplane: seen: %w", b.noted(err))
 	}
 	return uint64(seq), true, nil
 }
@@ -468,12 +605,15 @@ type historyState struct {
 
 // history reads token's history after since.
 func (b *Backplane) history(ctx context.Context, token string, k tokenKeys, since uint64, limit int) (core.HistoryResult, historyState, error) {
+	if err := b.reachable(); err != nil {
+		return core.HistoryResult{}, historyState{}, err
+	}
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	reply, err := historyScript.Run(ctx, b.rdb, []string{k.meta, k.hist, k.ids},
 		ms(b.opts.History.TTL), ms(b.metaKeep), strconv.FormatUint(since, 10), max(limit, 0)).Slice()
 	if err != nil {
-		return core.HistoryResult{}, historyState{}, fmt.Errorf("redis backplane: history: %w", err)
+		return core.HistoryResult{}, historyState{}, fmt.Errorf("redis backplane: history: %w", b.noted(err))
 	}
 	if len(reply) < 3 {
 		return core.HistoryResult{}, historyState{}, fmt.Errorf("redis backplane: history: unexpected reply %v", reply)
@@ -548,6 +688,9 @@ func (b *Backplane) Join(ctx context.Context, req core.JoinRequest) (core.JoinRe
 	if b.closed.Load() {
 		return core.JoinResult{}, errClosed
 	}
+	if err := b.reachable(); err != nil {
+		return core.JoinResult{}, err
+	}
 	k := b.keys(req.Token)
 	b.awaitSubscribed(ctx, k.channel)
 	reject := "0"
@@ -559,7 +702,7 @@ func (b *Backplane) Join(ctx context.Context, req core.JoinRequest) (core.JoinRe
 	reply, err := joinScript.Run(ctx, b.rdb, []string{k.meta, k.owners},
 		req.Env, req.Session, b.instance, reject, req.MaxEnvs, ms(b.opts.ClaimTTL), k.channel, ms(b.metaKeep)).Slice()
 	if err != nil {
-		return core.JoinResult{}, fmt.Errorf("redis backplane: join: %w", err)
+		return core.JoinResult{}, fmt.Errorf("redis backplane: join: %w", b.noted(err))
 	}
 	status, _ := reply[0].(string)
 	switch status {
@@ -596,11 +739,14 @@ func (b *Backplane) Leave(ctx context.Context, token, env, session string) error
 		return errClosed
 	}
 	b.forgetClaim(token, env, session)
+	if err := b.reachable(); err != nil {
+		return err // the claim expires on its own
+	}
 	k := b.keys(token)
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	if err := leaveScript.Run(ctx, b.rdb, []string{k.owners}, env, session, k.channel).Err(); err != nil {
-		return fmt.Errorf("redis backplane: leave: %w", err)
+		return fmt.Errorf("redis backplane: leave: %w", b.noted(err))
 	}
 	return nil
 }

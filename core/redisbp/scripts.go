@@ -108,22 +108,29 @@ end
 // records its client id and publishes them; a batch whose id the window
 // holds, also from an earlier batch of this call, is a duplicate.
 //
+// A call that reaches Redis after its deadline (in Redis's clock) does
+// nothing: the caller has given up on it by then and told its clients
+// "unavailable", so it must not publish later (a hung Redis runs what
+// queued up when it resumes).
+//
 //	KEYS: meta, hist, ids
-//	ARGV: size, ttl_ms, meta_keep_ms, max_bytes, channel, batches,
+//	ARGV: size, ttl_ms, meta_keep_ms, max_bytes, channel, batches, deadline_ms,
 //	      then per batch: idkey, n, message1..n
-//	→ per batch {0, last_seq} or {1, original_seq} for a duplicate
+//	→ per batch {0, last_seq} or {1, original_seq} for a duplicate;
+//	  {-1} when the deadline had passed
 var publishScript = redis.NewScript(luaCommon + `
 local meta, hist, ids = KEYS[1], KEYS[2], KEYS[3]
 local size, ttl, keep, maxbytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local channel, batches = ARGV[5], tonumber(ARGV[6])
+local channel, batches, deadline = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = clock()
+if now > deadline then return {-1} end
 local m = load_meta(meta, now)
 if size > 0 then expire(hist, ids, m, now - ttl) end
 local at = ':' .. fmt(now) .. ':'
 local len = 0
 local idset = false
 local out = {}
-local arg = 7
+local arg = 8
 for b = 1, batches do
   local idk, n = ARGV[arg], tonumber(ARGV[arg + 1])
   local first = arg + 2

@@ -62,6 +62,9 @@ func (b *Backplane) tend() error {
 	if len(jobs) == 0 {
 		return nil
 	}
+	if err := b.reachable(); err != nil {
+		return err
+	}
 	list := make([]*tendJob, 0, len(jobs))
 	for _, j := range jobs {
 		if j.k.meta == "" {

@@ -78,7 +78,7 @@ func TestAttackFragmentFlood(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	stats := pair.Stop()
+	stats := pair.StopAfter(3 * time.Second)
 	m := r.CheckSurvived(t)
 	stats.Check(t, 50*time.Millisecond)
 	shed := fmt.Sprintf("%d of %d flooding connections cut with 1008", cut.Load(), conns.Load())

@@ -51,7 +51,7 @@ func TestAttackInvalidFrameFlood(t *testing.T) {
 		_ = c.Close()
 		time.Sleep(50 * time.Millisecond) // a flood of floods, not a connection flood
 	}
-	stats := pair.Stop()
+	stats := pair.StopAfter(3 * time.Second)
 	m := r.CheckSurvived(t)
 	stats.Check(t, 50*time.Millisecond)
 	lines := r.LogLineCount() - linesBefore
@@ -130,7 +130,7 @@ routes:
 		time.Sleep(50 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
-	stats := pair.Stop()
+	stats := pair.StopAfter(3 * time.Second)
 	m := r.CheckSurvived(t)
 	stats.Check(t, 50*time.Millisecond)
 	lines, size := r.LogLineCount()-linesBefore, r.LogBytes()-bytesBefore

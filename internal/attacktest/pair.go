@@ -23,6 +23,7 @@ import (
 // defaults do for 10 ms).
 type Pair struct {
 	interval time.Duration
+	started  time.Time
 	a, b     *fws.Conn
 	stopSend chan struct{} // A stops sending
 	sendDone chan struct{}
@@ -65,6 +66,7 @@ func StartPair(t testing.TB, r *Relay, interval time.Duration) *Pair {
 		p.close()
 		t.Fatalf("unrelated pair: %v", err)
 	}
+	p.started = time.Now()
 	p.wg.Add(2)
 	go p.send()
 	go p.readB()
@@ -211,6 +213,13 @@ type PairStats struct {
 func (s PairStats) String() string {
 	return fmt.Sprintf("%d sent, %d lost, one-way p50 %v p99 %v max %v",
 		s.Sent, s.Lost, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Max.Round(10*time.Microsecond))
+}
+
+// StopAfter is Stop once the pair has run for at least d since it
+// started: a p99 needs a few hundred messages to mean something.
+func (p *Pair) StopAfter(d time.Duration) PairStats {
+	time.Sleep(time.Until(p.started.Add(d)))
+	return p.Stop()
 }
 
 // Stop ends the exchange: A stops sending, the answers still on their

@@ -7,8 +7,10 @@ package streamtest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -48,13 +50,20 @@ type StreamClient struct {
 	reconnects  int
 	unavailable int // relay.error unavailable
 	rateLimited int // relay.error rate_limited
+	unconfirmed int // relay.error unconfirmed
 	otherErrors []string
-	sessions    []string // instance names connected to, in order
-	stopped     bool
+	// What a test may analyse after the run (see CheckAfter).
+	firstSent map[int]time.Time // number → when it was first written
+	ackSeq    map[int]uint64    // number → the seq its ack carried
+	log       []Delivery        // every peer message handed to the application, in order
+	resyncLog []Resync
+	sessions  []string // instance names connected to, in order
+	stopped   bool
 }
 
 func NewStreamClient(t testing.TB, urls []string, at int, token, env string, total int) *StreamClient {
-	c := &StreamClient{t: t, urls: urls, at: at, token: token, env: env, total: total, Window: 64, Pace: time.Millisecond}
+	c := &StreamClient{t: t, urls: urls, at: at, token: token, env: env, total: total, Window: 64, Pace: time.Millisecond,
+		firstSent: make(map[int]time.Time, total), ackSeq: make(map[int]uint64, total)}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
@@ -140,6 +149,11 @@ func (c *StreamClient) session(conn *fws.Conn, u string, peerTotal int) {
 		}
 		c.mu.Unlock()
 		for _, n := range batch {
+			c.mu.Lock()
+			if _, ok := c.firstSent[n]; !ok {
+				c.firstSent[n] = time.Now()
+			}
+			c.mu.Unlock()
 			frame := fmt.Sprintf(`{"type":"stream","data":{"n":%d,"at":%d},"id":"%s-%d"}`, n, time.Now().UnixNano(), c.env, n)
 			if ok = conn.WriteMessage(fws.TextMessage, []byte(frame)) == nil; !ok {
 				break
@@ -192,15 +206,20 @@ func (c *StreamClient) read(conn *fws.Conn, hello chan struct{}) {
 			if !h.Resumed {
 				if c.lastSeq != 0 || c.expect != 0 {
 					c.resyncs++
+					c.resyncLog = append(c.resyncLog, Resync{At: time.Now(), Since: c.lastSeq, Seq: h.Seq})
 				}
 				c.lastSeq = h.Seq
 			}
 			close(hello)
 		case "relay.ack":
-			var a struct{ ID string }
+			var a struct {
+				ID  string
+				Seq uint64
+			}
 			_ = json.Unmarshal(f.Data, &a)
 			var n int
 			fmt.Sscanf(a.ID, c.env+"-%d", &n)
+			c.ackSeq[n] = a.Seq
 			for i, u := range c.unacked {
 				if u == n {
 					c.unacked = append(c.unacked[:i], c.unacked[i+1:]...)
@@ -211,12 +230,17 @@ func (c *StreamClient) read(conn *fws.Conn, hello chan struct{}) {
 			var e struct{ ID, Code string }
 			_ = json.Unmarshal(f.Data, &e)
 			switch e.Code {
-			case "unavailable", "rate_limited":
-				// Retryable: resend everything unacked, in order. relay
-				// refuses what followed the refused message until then.
-				if e.Code == "unavailable" {
+			case "unavailable", "unconfirmed", "rate_limited":
+				// Retryable: resend everything unacked, in order, with the
+				// same ids. relay refuses what followed the refused message
+				// until then; an unconfirmed one that was accepted after all
+				// is deduplicated.
+				switch e.Code {
+				case "unavailable":
 					c.unavailable++
-				} else {
+				case "unconfirmed":
+					c.unconfirmed++
+				default:
 					c.rateLimited++
 				}
 				c.resend, c.refused = true, true
@@ -231,6 +255,7 @@ func (c *StreamClient) read(conn *fws.Conn, hello chan struct{}) {
 			c.lastSeq = f.Seq
 			var d struct{ N int }
 			_ = json.Unmarshal(f.Data, &d)
+			c.log = append(c.log, Delivery{N: d.N, Seq: f.Seq, At: time.Now()})
 			switch {
 			case d.N == c.expect:
 				c.expect++
@@ -292,6 +317,23 @@ func (c *StreamClient) Progress() int {
 // Exchange runs two clients until both are done (or the deadline), calling
 // during(h5, mini) meanwhile, and checks exactly-once in-order delivery.
 func Exchange(t testing.TB, h5, mini *StreamClient, total int, deadline time.Duration, during func()) {
+	Run(t, h5, mini, total, deadline, during)
+	for _, pair := range [][2]*StreamClient{{h5, mini}, {mini, h5}} {
+		s, r := pair[0], pair[1]
+		if s.nextN != total || r.delivered != total || s.nextN-r.delivered != 0 || r.dups != 0 || r.reordered != 0 {
+			t.Errorf("%s→%s: want %d sent and delivered exactly once, in order", s.env, r.env, total)
+		}
+		if r.resyncs != 0 {
+			t.Errorf("%s: %d reconnects fell outside the history window", r.env, r.resyncs)
+		}
+	}
+}
+
+// Run runs two clients until both are done (or the deadline), calling
+// during meanwhile, and logs what each received. It checks only that they
+// finished and met no unexpected refusal; Exchange and CheckAfter check
+// delivery.
+func Run(t testing.TB, h5, mini *StreamClient, total int, deadline time.Duration, during func()) {
 	var wg sync.WaitGroup
 	for _, c := range []*StreamClient{h5, mini} {
 		wg.Add(1)
@@ -313,14 +355,8 @@ func Exchange(t testing.TB, h5, mini *StreamClient, total int, deadline time.Dur
 	for _, pair := range [][2]*StreamClient{{h5, mini}, {mini, h5}} {
 		s, r := pair[0], pair[1]
 		lost := s.nextN - r.delivered
-		t.Logf("%s→%s: sent %d, delivered %d, lost %d, duplicated %d, reordered %d; %s reconnected %d times (sessions %d), wire repeats dropped by seq %d, resyncs %d, unavailable refusals to %s %d",
-			s.env, r.env, s.nextN, r.delivered, lost, r.dups, r.reordered, r.env, r.reconnects, len(r.sessions), r.seqRepeats, r.resyncs, s.env, s.unavailable)
-		if s.nextN != total || r.delivered != total || lost != 0 || r.dups != 0 || r.reordered != 0 {
-			t.Errorf("%s→%s: want %d sent and delivered exactly once, in order", s.env, r.env, total)
-		}
-		if r.resyncs != 0 {
-			t.Errorf("%s: %d reconnects fell outside the history window", r.env, r.resyncs)
-		}
+		t.Logf("%s→%s: sent %d, delivered %d, lost %d, duplicated %d, reordered %d; %s reconnected %d times (sessions %d), wire repeats dropped by seq %d, resyncs %d, unavailable/unconfirmed refusals to %s %d/%d",
+			s.env, r.env, s.nextN, r.delivered, lost, r.dups, r.reordered, r.env, r.reconnects, len(r.sessions), r.seqRepeats, r.resyncs, s.env, s.unavailable, s.unconfirmed)
 		if len(s.otherErrors) > 0 {
 			t.Errorf("%s: relay errors %v", s.env, s.otherErrors)
 		}
@@ -349,4 +385,110 @@ func (c *StreamClient) Sessions() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.sessions)
+}
+
+// Delivery is a peer message the client handed to its application.
+type Delivery struct {
+	N   int
+	Seq uint64
+	At  time.Time
+}
+
+// Resync is a relay.hello with resumed:false after the client had
+// received something: what it missed since Since is lost to it, and it
+// goes on from Seq.
+type Resync struct {
+	At         time.Time
+	Since, Seq uint64
+}
+
+// Resyncs returns the client's resyncs.
+func (c *StreamClient) Resyncs() []Resync {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.resyncLog)
+}
+
+// Unconfirmed is how many sends the relay answered with relay.error
+// unconfirmed.
+func (c *StreamClient) Unconfirmed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.unconfirmed
+}
+
+// CheckAfter checks what r received of s's messages around an outage that
+// ended at from: within resume of from, r receives a message s first sent
+// after from; and every message s first sent after from is delivered to
+// r exactly once and in order, except those a resync of r after from
+// skipped on purpose (their seq not above the resync's hello seq: the
+// protocol's resumed:false).
+func CheckAfter(t testing.TB, s, r *StreamClient, from time.Time, resume time.Duration) {
+	t.Helper()
+	s.mu.Lock()
+	firstSent := maps.Clone(s.firstSent)
+	ackSeq := maps.Clone(s.ackSeq)
+	s.mu.Unlock()
+	r.mu.Lock()
+	log := slices.Clone(r.log)
+	resyncs := slices.Clone(r.resyncLog)
+	r.mu.Unlock()
+	var skippedTo uint64 // messages up to this seq were skipped by a resync after from
+	for _, rs := range resyncs {
+		if rs.At.After(from) {
+			skippedTo = max(skippedTo, rs.Seq)
+		}
+	}
+	after := func(n int) bool {
+		at, ok := firstSent[n]
+		return ok && at.After(from)
+	}
+	var first time.Time
+	count := map[int]int{}
+	last := -1
+	for _, d := range log {
+		if !after(d.N) {
+			continue
+		}
+		if first.IsZero() {
+			first = d.At
+		}
+		count[d.N]++
+		if d.N <= last {
+			t.Errorf("%s→%s: message %d (sent after the outage) delivered after %d", s.env, r.env, d.N, last)
+		}
+		last = max(last, d.N)
+	}
+	switch {
+	case first.IsZero():
+		t.Errorf("%s→%s: nothing sent after the outage was delivered", s.env, r.env)
+	case first.Sub(from) > resume:
+		t.Errorf("%s→%s: the first message sent after the outage was delivered %v after it, want within %v",
+			s.env, r.env, first.Sub(from).Round(time.Millisecond), resume)
+	default:
+		t.Logf("%s→%s: traffic resumed %v after the outage", s.env, r.env, first.Sub(from).Round(time.Millisecond))
+	}
+	sent, missing, skipped := 0, 0, 0
+	for n := range firstSent {
+		if !after(n) {
+			continue
+		}
+		sent++
+		switch c := count[n]; {
+		case c == 1:
+		case c > 1:
+			t.Errorf("%s→%s: message %d (sent after the outage) delivered %d times", s.env, r.env, n, c)
+		case ackSeq[n] != 0 && ackSeq[n] <= skippedTo:
+			skipped++
+		default:
+			missing++
+			if missing <= 5 {
+				t.Errorf("%s→%s: message %d (sent after the outage, acked with seq %d) never delivered", s.env, r.env, n, ackSeq[n])
+			}
+		}
+	}
+	if missing > 5 {
+		t.Errorf("%s→%s: %d messages sent after the outage never delivered", s.env, r.env, missing)
+	}
+	t.Logf("%s→%s: %d messages first sent after the outage; %d skipped by %s's resync after it", s.env, r.env, sent, skipped, r.env)
 }

@@ -271,6 +271,8 @@ export class RelayClient {
   private tokens = 0;
   private stamp = 0;
   private holdUntil = 0;
+  /** Consecutive unavailable/unconfirmed refusals: the backoff of the next resend. */
+  private busy = 0;
   // Effective heartbeat and frame limit; explicit options win over relay.hello.
   private hb: number;
   private hbTimeout: number;
@@ -636,16 +638,36 @@ export class RelayClient {
    * limit, sending pauses for a second).
    */
   private retry(p: Pending): void {
+    this.requeue(p);
+    this.tokens = 0;
+    this.stamp = Date.now();
+    if (this.rate <= 0) this.holdUntil = this.stamp + 1000;
+    this.flush();
+  }
+
+  /**
+   * The relay could not take a send now (`unavailable`: certainly not
+   * relayed) or does not know whether it did (`unconfirmed`): it goes back
+   * to its place and is resent with the same id, which the relay
+   * deduplicates, after a backoff that grows while refusals go on (250 ms
+   * plus up to 250·2ⁿ ms, at most 5 s more) and resets on the next ack.
+   */
+  private retryLater(p: Pending): void {
+    this.requeue(p);
+    const hold = 250 + backoffDelay(this.busy++, 250, 5000, this.o.random);
+    this.holdUntil = Math.max(this.holdUntil, Date.now() + hold);
+    this.clearTimer('flushTimer'); // a pending flush may be due sooner than the hold
+    this.flush();
+  }
+
+  /** Puts p back into the outgoing queue at its place by send order. */
+  private requeue(p: Pending): void {
     const q = this.outq;
     if (q.indexOf(p) < 0) {
       let i = 0;
       while (i < q.length && (typeof q[i] === 'string' || (q[i] as Pending).n < p.n)) i++;
       q.splice(i, 0, p);
     }
-    this.tokens = 0;
-    this.stamp = Date.now();
-    if (this.rate <= 0) this.holdUntil = this.stamp + 1000;
-    this.flush();
   }
 
   private tooLarge(id: string): RelayError {
@@ -736,6 +758,7 @@ export class RelayClient {
         const p = typeof data.id === 'string' ? this.pending.get(data.id) : undefined;
         if (p) {
           this.pending.delete(p.id);
+          this.busy = 0;
           p.resolve({ seq: data.seq });
         }
         return;
@@ -760,6 +783,10 @@ export class RelayClient {
           // The connection's own rate limit (no route): pace down and send it again. A route's
           // rate_limit is the app's policy, unknown to the client, and final like other refusals.
           if (err.code === 'rate_limited' && !data.route && this.cur && this.cur.ready) return this.retry(p);
+          // The relay's backplane failed: resending with the same id is always safe.
+          if ((err.code === 'unavailable' || err.code === 'unconfirmed') && this.cur && this.cur.ready) {
+            return this.retryLater(p);
+          }
           this.pending.delete(p.id);
           p.reject(err);
           return;

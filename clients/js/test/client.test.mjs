@@ -882,6 +882,39 @@ describe('pacing to the limits in relay.hello', () => {
     assert.deepEqual(await p, { seq: 9 });
   });
 
+  test('unavailable and unconfirmed: the send is resent with the same id after a growing backoff, never rejected', async (t) => {
+    const { net, client } = setup(t);
+    const errors = [];
+    client.onError((e) => errors.push(e));
+    net.last.hello();
+    const sock = net.last;
+    const ps = ['a', 'b', 'c'].map((x) => client.send('m', x));
+    assert.deepEqual(types(sock), ['a', 'b', 'c']);
+    const id = (x) => sock.frames.find((f) => f.data === x).id;
+    const refuse = (x, code) =>
+      sock.frame({ type: 'relay.error', data: { id: id(x), code, message: 'backplane', ref: 'r', route: 'all' } });
+    refuse('a', 'unavailable'); // certainly not relayed
+    refuse('b', 'unconfirmed'); // maybe relayed: the resend is deduplicated by its id
+    sock.ack(id('c'), 3);
+    const d = client.send('m', 'd'); // waits behind the resends
+    tick(t, 374); // 250 ms + jitter (random 0.5 of 250), then 250 + 0.5·500 for the second refusal
+    assert.equal(sock.sent.length, 3, 'held back');
+    tick(t, 126);
+    assert.deepEqual(types(sock).slice(3), ['a', 'b', 'd']);
+    assert.deepEqual(sock.frames.slice(3, 5).map((f) => f.id), [id('a'), id('b')], 'same ids');
+    // refused again: held back again, from the start of the backoff after an ack
+    sock.ack(id('b'), 2);
+    refuse('a', 'unavailable');
+    tick(t, 374);
+    assert.equal(sock.sent.length, 6);
+    tick(t, 1);
+    assert.deepEqual(types(sock).slice(6), ['a']);
+    sock.ack(id('a'), 4);
+    sock.ack(sock.frames[5].id, 5);
+    assert.deepEqual(await Promise.all([...ps, d]), [4, 2, 3, 5].map((seq) => ({ seq })));
+    assert.deepEqual(errors, []);
+  });
+
   test('a send given up on (queue overflow) while waiting for a token is not sent', async (t) => {
     const { net, client } = setup(t, { maxQueue: 3 });
     const ps = [1, 2, 3].map((i) => client.send('m', i));

@@ -1,21 +1,24 @@
 // Package redistest helps test relay on Redis: it runs a throwaway
-// redis-server (a free loopback port, no persistence, stopped when the test
-// ends), and StreamClient drives an exactly-once exchange between two
-// clients across relay instances that may die or lose Redis meanwhile.
+// redis-server (a free loopback port, no persistence unless asked for,
+// stopped when the test ends) that a test can kill, pause, shut down and
+// start again.
 package redistest
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"github.com/pairrelay/relay/internal/procstate"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pairrelay/relay/internal/procstate"
 )
 
 // InstallHint is what a test says when redis-server is missing.
@@ -26,6 +29,7 @@ type Server struct {
 	t    testing.TB
 	Port int
 	dir  string
+	cfg  Config
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -33,9 +37,27 @@ type Server struct {
 	out  *lockedBuffer
 }
 
+// Config is how StartWith runs a redis-server.
+type Config struct {
+	// AppendOnly keeps the dataset in an append-only file, so that Stop and
+	// Start bring it back as it was, as a Redis with persistence does.
+	AppendOnly bool
+	// SlowLoad (with AppendOnly) makes loading the dataset after Start take
+	// about a second, during which Redis answers commands with LOADING
+	// errors: StartWith stores throwaway keys, and each of them is loaded
+	// slowly (the key-load-delay debug setting).
+	SlowLoad bool
+}
+
 // Start starts a redis-server on a free 127.0.0.1 port; the test fails
 // (never skips) when redis-server is not installed.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t, Config{})
+}
+
+// StartWith starts a redis-server as cfg says.
+func StartWith(t testing.TB, cfg Config) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal(InstallHint)
@@ -46,10 +68,57 @@ func Start(t testing.TB) *Server {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	s := &Server{t: t, Port: port, dir: t.TempDir()}
+	s := &Server{t: t, Port: port, dir: t.TempDir(), cfg: cfg}
 	s.start()
 	t.Cleanup(s.Kill)
+	if cfg.AppendOnly && cfg.SlowLoad {
+		s.storeJunk()
+	}
 	return s
+}
+
+// storeJunk stores the keys that make loading slow (DEBUG POPULATE does not
+// log them in the append-only file: the rewrite puts them there).
+func (s *Server) storeJunk() {
+	s.t.Helper()
+	if reply, err := s.Command("DEBUG POPULATE 1000 redistest-junk 10"); err != nil || reply[0] != '+' {
+		s.t.Fatalf("redis-server: DEBUG POPULATE: %q %v", reply, err)
+	}
+	s.rewriteAOF()
+}
+
+// rewriteAOF rewrites the append-only file into its base (an RDB), where
+// every key loads slowly with SlowLoad, however many commands made it.
+func (s *Server) rewriteAOF() {
+	s.t.Helper()
+	rewrites := func() (int, bool) {
+		info, err := s.Info("persistence")
+		if err != nil {
+			return -1, false
+		}
+		n := -1
+		idle := bytes.Contains(info, []byte("aof_rewrite_in_progress:0")) && bytes.Contains(info, []byte("aof_rewrite_scheduled:0"))
+		for _, line := range strings.Split(string(info), "\r\n") {
+			if v, ok := strings.CutPrefix(line, "aof_rewrites:"); ok {
+				n, _ = strconv.Atoi(v)
+			}
+		}
+		return n, idle
+	}
+	before, _ := rewrites()
+	if reply, err := s.Command("BGREWRITEAOF"); err != nil || reply[0] != '+' {
+		s.t.Fatalf("redis-server: BGREWRITEAOF: %q %v", reply, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n, idle := rewrites(); idle && n > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redis-server: the append-only file was not rewritten within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Addr is host:port.
@@ -60,8 +129,18 @@ func (s *Server) URL() string { return "redis://" + s.Addr() }
 
 func (s *Server) start() {
 	s.t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no")
+	args := []string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}
+	if s.cfg.AppendOnly {
+		args = append(args, "--appendonly", "yes")
+	}
+	if s.cfg.SlowLoad {
+		// 1,000 keys at 0.4 ms each; Redis answers (LOADING) between keys
+		// rather than once per 2 MB loaded.
+		args = append(args, "--enable-debug-command", "local", "--key-load-delay", "400",
+			"--loading-process-events-interval-bytes", "1024")
+	}
+	cmd := exec.Command("redis-server", args...)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// The server dies with the test binary, whatever happens to it.
@@ -74,7 +153,8 @@ func (s *Server) start() {
 	s.mu.Lock()
 	s.cmd, s.done, s.out = cmd, done, out
 	s.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
+	// Loading a dataset may take a while on a loaded machine.
+	deadline := time.Now().Add(30 * time.Second)
 	for !s.Ping() {
 		select {
 		case <-done:
@@ -83,7 +163,7 @@ func (s *Server) start() {
 		}
 		if time.Now().After(deadline) {
 			s.Kill()
-			s.t.Fatalf("redis-server did not answer within 10s:\n%s", out.String())
+			s.t.Fatalf("redis-server did not answer within 30s:\n%s", out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -154,11 +234,82 @@ func (s *Server) signal(sig syscall.Signal) {
 }
 
 // Restart starts the server again on the same port (with an empty
-// dataset: it keeps nothing on disk).
+// dataset unless it keeps an append-only file).
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()
 	s.start()
+}
+
+// Stop shuts the server down as an operator or an orchestrator does
+// (SIGTERM: with AppendOnly, it writes its file out first) and waits for
+// it to exit. Start runs it again.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if s.cfg.AppendOnly && s.cfg.SlowLoad {
+		// Everything in the base, so that loading takes about as long
+		// whatever the test wrote (replaying the commands of the file's
+		// tail is not slowed, and under load can take far longer).
+		s.mu.Lock()
+		s.cmd = cmd
+		s.mu.Unlock()
+		s.rewriteAOF()
+		s.mu.Lock()
+		s.cmd = nil
+		s.mu.Unlock()
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		s.t.Fatalf("redis-server pid %d did not exit within 10s of SIGTERM", cmd.Process.Pid)
+	}
+}
+
+// Start runs a stopped server again on the same port and directory. It
+// returns once the server answers PING with PONG, that is once it has
+// loaded its dataset (it answers LOADING before).
+func (s *Server) Start() {
+	s.t.Helper()
+	s.start()
+}
+
+// Info returns the reply to INFO section.
+func (s *Server) Info(section string) ([]byte, error) {
+	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(conn, "INFO %s\r\n", section); err != nil {
+		return nil, err
+	}
+	r := bufio.NewReader(conn)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	if head[0] != '$' {
+		return nil, fmt.Errorf("INFO: %q", head)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(head[1:]))
+	if err != nil {
+		return nil, fmt.Errorf("INFO: %q", head)
+	}
+	body := make([]byte, n+2)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, err
+	}
+	return body[:n], nil
 }
 
 // Command runs one command on the server with redis-cli's inline syntax
