@@ -101,6 +101,9 @@ type Options struct {
 	// Offline skips network fetches at build time (relay check): keys from
 	// a URL are fetched when first needed.
 	Offline bool
+	// Config is the whole configuration being built (Build sets it), for
+	// providers that refer to other sections (plugin: plugins:).
+	Config *config.Config
 }
 
 // Factory builds a provider from its section of relay.yaml. at is the
@@ -145,6 +148,7 @@ func Build(cfg *config.Config, opts Options) (*Set, error) {
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: 10 * time.Second}
 	}
+	opts.Config = cfg
 	s := &Set{envs: map[string]Provider{}}
 	build := func(a config.Auth, at string) (Provider, error) {
 		f, ok := lookup(a.Provider)

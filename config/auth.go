@@ -17,10 +17,11 @@ const (
 	AuthJWT     = "jwt"     // a signed JWT; the pairing key is one of its claims
 	AuthWebhook = "webhook" // your backend decides each connection (connect proxy)
 	AuthWeChat  = "wechat"  // the WeChat Cloud Hosting gateway's identity headers
+	AuthPlugin  = "plugin"  // a plugin process's Authenticate call decides
 )
 
 // AuthProviders lists the provider names relay.yaml accepts.
-var AuthProviders = []string{AuthNone, AuthJWT, AuthWebhook, AuthWeChat}
+var AuthProviders = []string{AuthNone, AuthJWT, AuthWebhook, AuthWeChat, AuthPlugin}
 
 // JWTAlgorithms are the alg values a jwt provider may accept. "none" is not
 // one of them and never will be.
@@ -34,10 +35,19 @@ const MinJWTSecretBytes = 32
 // Auth decides who may connect and which pairing key (the room two clients
 // share) a connection gets.
 type Auth struct {
-	Provider string      `yaml:"provider" doc:"none (the token is the pairing key, unchecked: the original relay's behaviour), jwt (a signed JWT; the pairing key is one of its claims), webhook (your backend admits each connection and names its pairing key) or wechat (the identity the WeChat Cloud Hosting gateway adds; the token is the pairing key). Empty: none at the top level; under envs.<env>.auth, the top-level auth."`
+	Provider string      `yaml:"provider" doc:"none (the token is the pairing key, unchecked: the original relay's behaviour), jwt (a signed JWT; the pairing key is one of its claims), webhook (your backend admits each connection and names its pairing key) wechat (the identity the WeChat Cloud Hosting gateway adds; the token is the pairing key) or plugin (a plugin of plugins: decides each connection with its Authenticate call). Empty: none at the top level; under envs.<env>.auth, the top-level auth."`
 	JWT      JWTAuth     `yaml:"jwt" doc:"With provider jwt: how tokens are verified and what they grant."`
 	Webhook  WebhookAuth `yaml:"webhook" doc:"With provider webhook: the backend asked about each connection."`
 	WeChat   WeChatAuth  `yaml:"wechat" doc:"With provider wechat: which mini programs may connect."`
+	Plugin   PluginAuth  `yaml:"plugin" doc:"With provider plugin: the plugin that decides."`
+}
+
+// PluginAuth configures the plugin provider.
+type PluginAuth struct {
+	Name    string        `yaml:"name" doc:"Name of the plugin in the plugins: section; it must implement Authenticate (the Go SDK's Authenticator). Must be set with provider plugin."`
+	Config  any           `yaml:"config" doc:"Settings handed to the plugin (its Configure call) as JSON. The same plugin with the same config (and a route's default max_messages) shares one process with a route's plugin handler."`
+	Headers []string      `yaml:"headers" doc:"Request headers passed on to the plugin (an allow-list; others never are)."`
+	Timeout time.Duration `yaml:"timeout" doc:"Longest relay waits for the plugin's answer; past it the connection is refused." default:"3s"`
 }
 
 // WebhookAuth configures the webhook (connect proxy) provider.
@@ -82,6 +92,9 @@ func (a *Auth) applyDefaults() {
 	}
 	if a.Webhook.CacheTTL == 0 {
 		a.Webhook.CacheTTL = 30 * time.Second
+	}
+	if a.Plugin.Timeout == 0 {
+		a.Plugin.Timeout = 3 * time.Second
 	}
 	if a.WeChat.BindTTL == 0 {
 		a.WeChat.BindTTL = 24 * time.Hour
@@ -133,10 +146,32 @@ func (c *Config) UsesAuth() bool {
 // authProblems checks the top-level auth and every env's.
 func (c *Config) authProblems() Problems {
 	ps := authSectionProblems("auth", c.Auth, false)
+	ps = append(ps, c.authPluginProblems("auth", c.Auth)...)
 	for _, name := range slices.Sorted(maps.Keys(c.Envs)) {
-		ps = append(ps, authSectionProblems(join(join("envs", name), "auth"), c.Envs[name].Auth, true)...)
+		at := join(join("envs", name), "auth")
+		ps = append(ps, authSectionProblems(at, c.Envs[name].Auth, true)...)
+		ps = append(ps, c.authPluginProblems(at, c.Envs[name].Auth)...)
 	}
 	return ps
+}
+
+// authPluginProblems checks that provider plugin names an entry of plugins:.
+func (c *Config) authPluginProblems(at string, a Auth) Problems {
+	if a.Provider != AuthPlugin || a.Plugin.Name == "" {
+		return nil
+	}
+	var names []string
+	for _, pl := range c.Plugins {
+		if pl.Name == a.Plugin.Name {
+			return nil
+		}
+		names = append(names, pl.Name)
+	}
+	msg := fmt.Sprintf("%q is not defined: plugins: is empty", a.Plugin.Name)
+	if len(names) > 0 {
+		msg = fmt.Sprintf("%q is not defined in plugins: (defined: %s)", a.Plugin.Name, strings.Join(names, ", "))
+	}
+	return Problems{{Path: join(join(at, "plugin"), "name"), Message: msg}}
 }
 
 func authSectionProblems(at string, a Auth, perEnv bool) Problems {
@@ -166,6 +201,7 @@ func authSectionProblems(at string, a Auth, perEnv bool) Problems {
 		{AuthJWT, !reflect.DeepEqual(a.JWT, def.JWT)},
 		{AuthWebhook, !reflect.DeepEqual(a.Webhook, def.Webhook)},
 		{AuthWeChat, !reflect.DeepEqual(a.WeChat, def.WeChat)},
+		{AuthPlugin, !reflect.DeepEqual(a.Plugin, def.Plugin)},
 	} {
 		if sec.isSet && sec.name != a.Provider {
 			set = append(set, sec.name)
@@ -187,6 +223,8 @@ func authSectionProblems(at string, a Auth, perEnv bool) Problems {
 		return append(ps, webhookProblems(a.Webhook, add)...)
 	case AuthWeChat:
 		return append(ps, wechatProblems(a.WeChat, add)...)
+	case AuthPlugin:
+		return append(ps, pluginAuthProblems(a.Plugin, add)...)
 	default:
 		add("provider", "must be %s, got %q", orList(AuthProviders), a.Provider)
 		return ps
@@ -279,6 +317,21 @@ func webhookProblems(w WebhookAuth, add func(key, format string, args ...any)) P
 	}
 	if w.Secret != "" && len(w.Secret) < MinJWTSecretBytes {
 		add("webhook.secret", "must be at least %d bytes, got %d", MinJWTSecretBytes, len(w.Secret))
+	}
+	return nil
+}
+
+func pluginAuthProblems(p PluginAuth, add func(key, format string, args ...any)) Problems {
+	if p.Name == "" {
+		add("provider", "plugin needs plugin.name: an entry of plugins: that implements Authenticate")
+	}
+	if p.Timeout <= 0 || p.Timeout > time.Minute {
+		add("plugin.timeout", "must be more than 0 and at most 1m, got %s", p.Timeout)
+	}
+	for i, h := range p.Headers {
+		if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " :\t") {
+			add("plugin.headers["+strconv.Itoa(i)+"]", "must be a header name such as User-Agent")
+		}
 	}
 	return nil
 }

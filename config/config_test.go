@@ -91,7 +91,7 @@ func TestValidFile(t *testing.T) {
 			JWKSURL: "https://auth.example.com/.well-known/jwks.json", JWKSRefresh: 5 * time.Minute, JWKSMinRefetch: 10 * time.Second,
 			Issuer: "https://auth.example.com", Audience: "relay", Leeway: 5 * time.Second,
 			KeyClaim: "pair", EnvsClaim: "envs", Claims: []string{"role"},
-		}, Webhook: WebhookAuth{Timeout: 3 * time.Second, CacheTTL: 30 * time.Second}, WeChat: WeChatAuth{BindTTL: 24 * time.Hour}},
+		}, Webhook: WebhookAuth{Timeout: 3 * time.Second, CacheTTL: 30 * time.Second}, WeChat: WeChatAuth{BindTTL: 24 * time.Hour}, Plugin: PluginAuth{Timeout: 3 * time.Second}},
 		Origins: []string{"https://app.example.com", "https://admin.example.com"},
 		Limits: Limits{
 			MaxFrameBytes:          1 << 20,

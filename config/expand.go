@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -17,8 +19,24 @@ var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // for a variable it names. Every undefined variable is reported, each with its
 // line.
 func expand(src []byte, file string, lookup func(string) (string, bool)) ([]byte, Problems) {
+	out, _, probs := expandRefs(src, file, lookup)
+	return out, probs
+}
+
+// substitution is one ${VAR} expanded: ref as written, the value it gave,
+// and the lines of the expanded text that value is on.
+type substitution struct {
+	ref, val    string
+	first, last int
+}
+
+// expandRefs is expand that also says what it substituted where, so that
+// problems found in the expanded text can name ${VAR} instead of its value.
+func expandRefs(src []byte, file string, lookup func(string) (string, bool)) ([]byte, []substitution, Problems) {
 	var out strings.Builder
 	var probs Problems
+	var subs []substitution
+	shift := 0 // lines the values written so far added (a value may hold newlines)
 	lines := strings.SplitAfter(string(src), "\n")
 	for i, line := range lines {
 		code, comment := splitComment(line)
@@ -57,10 +75,80 @@ func expand(src []byte, file string, lookup func(string) (string, bool)) ([]byte
 					Message: fmt.Sprintf("${%s} is not set (use ${%s:default} for a default)", name, name)})
 			}
 			out.WriteString(val)
+			if val != "" {
+				nl := strings.Count(val, "\n")
+				subs = append(subs, substitution{ref: ref, val: val, first: i + 1 + shift, last: i + 1 + shift + nl})
+				shift += nl
+			}
 		}
 		out.WriteString(code + comment)
 	}
-	return []byte(out.String()), probs
+	return []byte(out.String()), subs, probs
+}
+
+// redact rewrites the messages of probs so that no value a ${VAR} gave
+// appears in them: it may be a secret (a JWT key, a Redis password), and
+// problems end up in logs and terminals. A problem on a line with a
+// substitution names its ${VAR} instead; one without a line is checked
+// against every substitution of the file.
+func redact(probs Problems, subs []substitution) Problems {
+	if len(subs) == 0 || len(probs) == 0 {
+		return probs
+	}
+	// Longest values first, so that a value inside another is not replaced in it.
+	sorted := slices.Clone(subs)
+	slices.SortStableFunc(sorted, func(a, b substitution) int { return len(b.val) - len(a.val) })
+	out := slices.Clone(probs)
+	for i := range out {
+		p := &out[i]
+		for _, s := range sorted {
+			if p.Line != 0 && (p.Line < s.first || p.Line > s.last) {
+				continue
+			}
+			// A quoted value (got "…") becomes the bare reference, then any
+			// other occurrence that stands on its own (not inside a longer word).
+			p.Message = strings.ReplaceAll(p.Message, strconv.Quote(s.val), s.ref)
+			p.Message = replaceWord(p.Message, s.val, s.ref)
+			if strings.Contains(s.val, "\n") {
+				// YAML may have folded the lines of the value into one: each line on its own too.
+				for _, l := range strings.Split(s.val, "\n") {
+					if l = strings.TrimSpace(l); l != "" {
+						p.Message = replaceWord(p.Message, l, s.ref)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// replaceWord replaces each occurrence of old in s that is not part of a
+// longer word (no letter, digit or _ right before or after it).
+func replaceWord(s, old, repl string) string {
+	var b strings.Builder
+	for {
+		at := strings.Index(s, old)
+		if at < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		end := at + len(old)
+		if wordByte(s, at-1) || wordByte(s, end) {
+			b.WriteString(s[:at+1])
+			s = s[at+1:]
+			continue
+		}
+		b.WriteString(s[:at] + repl)
+		s = s[end:]
+	}
+}
+
+func wordByte(s string, i int) bool {
+	if i < 0 || i >= len(s) {
+		return false
+	}
+	c := s[i]
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // splitComment cuts a YAML comment off one line. It follows quotes opened on

@@ -64,10 +64,16 @@ func LoadAll(path string) (cfg *Config, probs Problems, err error) {
 // syntax error, or a value the decoder refuses that the checks before it
 // did not foresee.
 func ParseAll(src []byte, name string) (*Config, Problems) {
-	text, probs := expand(src, name, os.LookupEnv)
+	text, subs, probs := expandRefs(src, name, os.LookupEnv)
 	if len(probs) > 0 {
 		return nil, probs.sorted()
 	}
+	cfg, probs := parseExpanded(text, name)
+	return cfg, redact(probs, subs)
+}
+
+// parseExpanded is ParseAll after ${VAR} expansion.
+func parseExpanded(text []byte, name string) (*Config, Problems) {
 	// Duplicate keys are left for the checker, which reports all of them.
 	file, err := parser.ParseBytes(text, 0, parser.AllowDuplicateMapKey())
 	if err != nil {

@@ -34,6 +34,7 @@ type frameOp uint8
 const (
 	opText frameOp = iota
 	opPing
+	opPong
 	opClose
 )
 
@@ -309,6 +310,8 @@ func (s *Session) writeBatch(batch []outFrame) bool {
 			buf = appendFrame(buf, opcodeText, f.data)
 		case opPing:
 			buf = appendFrame(buf, opcodePing, nil)
+		case opPong:
+			buf = appendFrame(buf, opcodePong, f.data)
 		case opClose:
 			if ok = s.flush(netConn, buf); ok {
 				_ = s.conn.WriteControl(websocket.CloseMessage, f.data, deadline)
@@ -352,6 +355,7 @@ func (s *Session) flush(netConn net.Conn, buf []byte) bool {
 const (
 	opcodeText = 0x1
 	opcodePing = 0x9
+	opcodePong = 0xA
 )
 
 // appendFrame appends an unmasked, final server frame (RFC 6455 §5.2).
@@ -403,14 +407,13 @@ func (s *Session) run() {
 			return nil // refused: no pong
 		}
 		_ = s.conn.SetReadDeadline(time.Now().Add(timeout))
-		err := s.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
-		if err != nil && err != websocket.ErrCloseSent {
-			var netErr net.Error
-			if errors.As(err, &netErr) && netErr.Timeout() {
-				return nil
-			}
-			return err
-		}
+		// The pong goes through the writer, between frames: written by the
+		// library, its short deadline would become the connection's while
+		// the writer is in the middle of a large frame, and cut it.
+		// A pong that finds the queue full is dropped, not an overflow.
+		s.mu.Lock()
+		_ = s.enqueueLocked(outFrame{data: []byte(data), op: opPong})
+		s.mu.Unlock()
 		return nil
 	})
 	// Moving the read deadline on every frame is measurable on a busy

@@ -57,6 +57,12 @@ func TestAuthJWTExample(t *testing.T) {
 		t.Fatalf("h5 with the JWT in the token query: %v", err)
 	}
 	defer h5.Close()
+	// h5 has joined once its hello arrives; only then does miniapp's hello
+	// name it among the peers (else h5 comes as presence).
+	_ = h5.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, b, err := h5.ReadMessage(); err != nil || !strings.Contains(string(b), `"type":"relay.hello"`) {
+		t.Fatalf("h5's first frame: %s, %v", b, err)
+	}
 	mp, resp, err := d.Dial(base+"?env=miniapp", http.Header{"Sec-WebSocket-Protocol": {
 		"relay.v1, " + auth.SubprotocolPrefix + base64.RawURLEncoding.EncodeToString([]byte(mpTok))}})
 	if err != nil {

@@ -59,7 +59,8 @@ describe the settings of each handler a route can use.
   A ` + "`${VAR}`" + ` without a default whose variable is not set is an error; ` + "`$${`" + ` writes a literal
   ` + "`${`" + `. Expansion works on the text before it is parsed, so a variable may stand for any YAML
   (a number, a list): quote it when its value may hold ` + "`: `" + ` or ` + "`#`" + `, as in
-  ` + "`url: \"${HOOK_URL}\"`" + `. Comments are not expanded.
+  ` + "`url: \"${HOOK_URL}\"`" + `. Comments are not expanded. A problem with a value that came from a
+  variable names its ` + "`${VAR}`" + `, never the value, which may be a secret.
 - **` + "`PORT`" + `.** When the ` + "`PORT`" + ` environment variable is set (Cloud Run sets it), it replaces the
   port of ` + "`listen`" + ` and keeps its host.
 - **Durations** are numbers with a unit, possibly several: ` + "`500ms`, `10s`, `1m30s`, `2h`" + ` (units

@@ -53,6 +53,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -105,6 +106,42 @@ type Handler interface {
 	// Handle decides the fate of one message (see the package doc).
 	Handle(ctx context.Context, m *Message) ([]*Message, error)
 }
+
+// Authenticator is a Handler that can also be relay's auth provider: with
+// auth: {provider: plugin, plugin: {name: NAME}} relay asks it about each
+// connection before the upgrade, and about each relay.refresh. It gets its
+// Configure call first, with auth.plugin.config. Return the Identity to
+// admit, Refuse(…) to refuse, any other error when the check itself failed
+// (refused too; the error goes to relay's log, never to the client).
+type Authenticator interface {
+	Authenticate(ctx context.Context, req *AuthRequest) (*Identity, error)
+}
+
+// AuthRequest is one connection (or refresh) to decide on.
+type AuthRequest struct {
+	Credential string            // what the client presented
+	Env        string            // the env it connects as
+	IP         string            // its address
+	Origin     string            // its Origin header, may be empty
+	Headers    map[string]string // the headers listed in auth.plugin.headers that were sent
+}
+
+// Identity is what an admitted connection is.
+type Identity struct {
+	Key     string         // the pairing key (1 to 256 bytes): connections with the same key share a room
+	Envs    []string       // envs the credential may use; nil: any
+	Expires time.Time      // when it expires (relay warns, then closes with 4501); zero: never
+	Claims  map[string]any // what handlers see as the sender's claims; nil: none
+}
+
+// Refuse is Authenticate's answer for a credential that does not pass: the
+// client gets 401 unauthorized with message (which must not contain the
+// credential).
+func Refuse(message string) error { return &RejectError{Code: "unauthorized", Message: message} }
+
+// Expired is Authenticate's answer for a credential that has expired: the
+// client gets token_expired and should fetch a new one.
+func Expired(message string) error { return &RejectError{Code: "token_expired", Message: message} }
 
 // Describer is a Handler that documents itself.
 type Describer interface {
@@ -218,6 +255,36 @@ func (i impl) Handle(ctx context.Context, pm *pb.Message) *pb.HandleResponse {
 		msgs = append(msgs, toPB(m))
 	}
 	return &pb.HandleResponse{Result: &pb.HandleResponse_Messages{Messages: &pb.Messages{Messages: msgs}}}
+}
+
+func (i impl) Authenticate(ctx context.Context, req *pb.AuthenticateRequest) *pb.AuthenticateResponse {
+	a, ok := i.h.(Authenticator)
+	if !ok {
+		return nil
+	}
+	id, err := a.Authenticate(ctx, &AuthRequest{Credential: req.GetCredential(), Env: req.GetEnv(), IP: req.GetIp(),
+		Origin: req.GetOrigin(), Headers: req.GetHeaders()})
+	var rej *RejectError
+	switch {
+	case errors.As(err, &rej):
+		return &pb.AuthenticateResponse{Result: &pb.AuthenticateResponse_Refuse{Refuse: &pb.Reject{Code: rej.Code, Message: rej.Message}}}
+	case err != nil:
+		return &pb.AuthenticateResponse{Result: &pb.AuthenticateResponse_Error{Error: &pb.Error{Message: err.Error()}}}
+	case id == nil:
+		return &pb.AuthenticateResponse{Result: &pb.AuthenticateResponse_Error{Error: &pb.Error{Message: "Authenticate returned neither an identity nor an error"}}}
+	}
+	out := &pb.Identity{Key: id.Key, Envs: id.Envs, HasEnvs: id.Envs != nil}
+	if !id.Expires.IsZero() {
+		out.ExpiresAt = id.Expires.UnixMilli()
+	}
+	if id.Claims != nil {
+		b, err := json.Marshal(id.Claims)
+		if err != nil {
+			return &pb.AuthenticateResponse{Result: &pb.AuthenticateResponse_Error{Error: &pb.Error{Message: "claims: " + err.Error()}}}
+		}
+		out.Claims = b
+	}
+	return &pb.AuthenticateResponse{Result: &pb.AuthenticateResponse_Identity{Identity: out}}
 }
 
 func fromPB(pm *pb.Message) *Message {

@@ -1,10 +1,11 @@
 import { backoffDelay } from './backoff.js';
-import { RelayError, isTerminalCloseCode, terminalErrorCode } from './errors.js';
+import { CloseCode, RelayError, isTerminalCloseCode, terminalErrorCode } from './errors.js';
 import {
   type ContainerTarget,
   type RelaySocket,
   type SocketEvents,
   type SocketFactory,
+  type SocketOptions,
   type WxLike,
   defaultSocketFactory,
   wxContainerFactory,
@@ -88,8 +89,20 @@ export interface ClientOptions {
   url?: string;
   /** WeChat Cloud Hosting target for `wx.cloud.connectContainer`. Either `url` or `container`. */
   container?: ContainerTarget;
-  /** Shared pairing token. */
-  token: string;
+  /**
+   * The pairing token (relay without auth), or a credential such as a JWT (relay with an auth
+   * provider). A function is called for a fresh credential before every connection and when the
+   * relay warns that the current one expires (`token_expired`), which the client answers with
+   * `relay.refresh` by itself; it may return a Promise.
+   */
+  token: string | TokenSource;
+  /**
+   * How the credential travels: `query` (`?token=`, what relay without auth needs), `subprotocol`
+   * (`relay.auth.<base64url>` beside `relay.v1`: in no URL, and the one way a browser has besides the
+   * query), or `header` (`Authorization: Bearer`, for `wx.connectSocket`, `wx.cloud.connectContainer`
+   * and npm `ws`; not browsers). Default: `query` for a string token, `subprotocol` for a function.
+   */
+  credential?: CredentialTransport;
   /** This side's env name (`h5`, `miniapp`, …). */
   env: string;
   /** Socket factory. Default: `wx.connectSocket` in mini programs, `wx.cloud.connectContainer` with `container`, else the global WebSocket. */
@@ -119,6 +132,12 @@ export interface ClientOptions {
   /** Random source in [0,1) for jitter and ids. Default Math.random. */
   random?: () => number;
 }
+
+/** Returns a credential for the next connection or refresh. */
+export type TokenSource = () => string | Promise<string>;
+
+/** Where the client puts its credential; see `ClientOptions.credential`. */
+export type CredentialTransport = 'query' | 'subprotocol' | 'header';
 
 type Handler = (msg: RelayMessage) => void;
 type StateHandler = (state: State, detail: StateDetail) => void;
@@ -155,7 +174,45 @@ function clientKey(o: ClientOptions): string {
   const where = o.container
     ? `wxcloud://${o.container.env}/${o.container.service}${o.container.path || '/socket'}`
     : String(o.url);
-  return `${where}\n${o.token}\n${o.env}`;
+  return `${where}\n${tokenKey(o.token)}\n${o.env}`;
+}
+
+// A token function names its client by identity: the same function (and url and env) gives the same client.
+const sourceIds = new WeakMap<TokenSource, number>();
+let sourceCount = 0;
+function tokenKey(token: string | TokenSource): string {
+  if (typeof token === 'string') return 'token:' + token;
+  let id = sourceIds.get(token);
+  if (id === undefined) sourceIds.set(token, (id = ++sourceCount));
+  return 'source:' + id;
+}
+
+/** base64url (no padding) of the UTF-8 bytes of s, without btoa or Buffer (mini programs have neither). */
+export function base64url(s: string): string {
+  const bytes: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+      }
+    }
+    if (c < 0x80) bytes.push(c);
+    else if (c < 0x800) bytes.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    else if (c < 0x10000) bytes.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    else bytes.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+  }
+  const abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] || 0) << 8) | (bytes[i + 2] || 0);
+    out += abc[(n >> 18) & 63] + abc[(n >> 12) & 63];
+    if (i + 1 < bytes.length) out += abc[(n >> 6) & 63];
+    if (i + 2 < bytes.length) out += abc[n & 63];
+  }
+  return out;
 }
 
 /**
@@ -167,7 +224,13 @@ export function createClient(options: ClientOptions): RelayClient {
   if (!options || (!options.url && !options.container)) {
     throw new TypeError('relay: createClient needs `url` or `container`');
   }
-  if (typeof options.token !== 'string' || !options.token) throw new TypeError('relay: `token` is required');
+  if ((typeof options.token !== 'string' || !options.token) && typeof options.token !== 'function') {
+    throw new TypeError('relay: `token` is required (a string, or a function returning one)');
+  }
+  const how = options.credential;
+  if (how !== undefined && how !== 'query' && how !== 'subprotocol' && how !== 'header') {
+    throw new TypeError("relay: `credential` must be 'query', 'subprotocol' or 'header'");
+  }
   if (typeof options.env !== 'string' || !options.env) throw new TypeError('relay: `env` is required');
   const key = clientKey(options);
   let client = registry.get(key);
@@ -240,6 +303,8 @@ export class RelayClient {
   private readonly factory: SocketFactory;
   private readonly idPrefix: string;
   private idCounter = 0;
+  private refreshes = 0;
+  private readonly how: CredentialTransport;
 
   private st: State = 'connecting';
   private cur: Attempt | null = null;
@@ -315,6 +380,7 @@ export class RelayClient {
       (options.container
         ? wxContainerFactory(options.container)
         : defaultSocketFactory());
+    this.how = options.credential || (typeof options.token === 'function' ? 'subprotocol' : 'query');
     this.idPrefix = `c-${Math.floor(this.o.random() * 0x7fffffff).toString(36)}${Date.now().toString(36).slice(-4)}`;
     this.cursor = typeof options.since === 'number' && options.since >= 0 ? options.since : null;
     this.lifecycle = options.lifecycle === false ? undefined : options.lifecycle || defaultLifecycle();
@@ -441,19 +507,94 @@ export class RelayClient {
     this.connect();
   }
 
-  private buildUrl(): string {
-    const q = [`v=1`, `token=${encodeURIComponent(this.o.token)}`, `env=${encodeURIComponent(this.o.env)}`];
+  private buildUrl(credential: string): string {
+    const q = [`v=1`];
+    if (this.how === 'query') q.push(`token=${encodeURIComponent(credential)}`);
+    q.push(`env=${encodeURIComponent(this.o.env)}`);
     this.sentSince = this.cursor;
     if (this.cursor !== null) q.push(`since=${this.cursor}`);
     const base = this.o.container ? this.o.container.path || '/socket' : String(this.o.url);
     return base + (base.indexOf('?') >= 0 ? '&' : '?') + q.join('&');
   }
 
+  /** The socket options of one connection: the credential as a subprotocol or a header when so chosen. */
+  private socketOptions(credential: string): SocketOptions {
+    const opts: SocketOptions = { protocols: this.o.protocols };
+    if (this.how === 'subprotocol') {
+      const list = (this.o.protocols || []).slice();
+      // relay.v1 too: a browser fails a connection whose offered subprotocols were all declined.
+      if (list.indexOf('relay.v1') < 0) list.push('relay.v1');
+      list.push('relay.auth.' + base64url(credential));
+      opts.protocols = list;
+    } else if (this.how === 'header') {
+      opts.headers = { Authorization: 'Bearer ' + credential };
+    }
+    return opts;
+  }
+
   private connect(): void {
     this.reconnectTimer = null;
     const attempt: Attempt = { dead: false, opened: false };
     this.cur = attempt;
-    const url = this.buildUrl();
+    // The timeout covers getting the credential too: a token function that never settles is a failed attempt.
+    if (this.o.connectTimeout > 0) {
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = null;
+        this.drop(1006, 'connect timeout');
+      }, this.o.connectTimeout);
+    }
+    const token = this.o.token;
+    if (typeof token === 'string') {
+      this.open(attempt, token);
+      return;
+    }
+    this.fetchToken(token).then(
+      (credential) => {
+        if (!attempt.dead) this.open(attempt, credential);
+      },
+      (e) => {
+        if (attempt.dead) return;
+        this.emitError(new RelayError('token_error', 'relay: the token function failed', { cause: e }));
+        this.onSocketClose(1006, 'no credential');
+      },
+    );
+  }
+
+  /** Calls the token function; anything but a non-empty string is a failure. */
+  private fetchToken(source: TokenSource): Promise<string> {
+    return new Promise<string>((resolve) => resolve(source())).then((credential) => {
+      if (typeof credential !== 'string' || !credential) {
+        throw new TypeError('relay: the token function returned no credential (a non-empty string)');
+      }
+      return credential;
+    });
+  }
+
+  /**
+   * The relay warned that the credential expires (token_expired): fetch a fresh one and send
+   * relay.refresh ahead of everything queued, so that the session lives on. Without a token
+   * function there is nothing to refresh with: the warning goes to onError.
+   */
+  private refresh(): boolean {
+    const source = this.o.token;
+    const a = this.cur;
+    if (typeof source !== 'function' || !a || !a.ready) return false;
+    this.fetchToken(source).then(
+      (credential) => {
+        if (this.cur !== a) return; // that connection is gone; the next one fetches its own credential
+        const id = `${this.idPrefix}-r${++this.refreshes}`;
+        this.outq.unshift(JSON.stringify({ type: 'relay.refresh', id, data: { token: credential } }));
+        this.flush();
+      },
+      (e) => {
+        if (this.cur === a) this.emitError(new RelayError('token_error', 'relay: the token function failed', { cause: e }));
+      },
+    );
+    return true;
+  }
+
+  private open(attempt: Attempt, credential: string): void {
+    const url = this.buildUrl(credential);
     const events: SocketEvents = {
       onOpen: () => {
         if (attempt.dead || attempt.opened) return;
@@ -472,15 +613,9 @@ export class RelayClient {
         if (!attempt.dead) this.emitError(new RelayError('transport_error', 'relay: socket error', { cause: err }));
       },
     };
-    if (this.o.connectTimeout > 0) {
-      this.connectTimer = setTimeout(() => {
-        this.connectTimer = null;
-        this.drop(1006, 'connect timeout');
-      }, this.o.connectTimeout);
-    }
     let result: RelaySocket | Promise<RelaySocket>;
     try {
-      result = this.factory(url, events, { protocols: this.o.protocols });
+      result = this.factory(url, events, this.socketOptions(credential));
     } catch (e) {
       this.emitError(new RelayError('transport_error', 'relay: could not open a socket', { cause: e }));
       this.onSocketClose(1006, String(e));
@@ -514,11 +649,15 @@ export class RelayClient {
   }
 
   private onSocketClose(code: number, reason: string): void {
+    const wasReady = !!(this.cur && this.cur.ready);
     if (this.cur) this.cur.dead = true;
     this.cur = null;
     this.stopConnectionTimers();
     if (this.st === 'closed' || this.st === 'replaced') return;
-    if (isTerminalCloseCode(code)) {
+    // 4501 on a session that was open is its credential expiring (a refresh came too late or
+    // failed): with a token function, a new credential may well pass, so reconnect (with since).
+    const expired = code === CloseCode.Unauthorized && wasReady && typeof this.o.token === 'function';
+    if (isTerminalCloseCode(code) && !expired) {
       const state: State = code === 4502 ? 'replaced' : 'closed';
       const errCode = terminalErrorCode(code);
       this.finish(state, code, reason, errCode, `relay: connection closed by the relay (${code}${reason ? ' ' + reason : ''})`);
@@ -779,6 +918,8 @@ export class RelayClient {
           route: data.route,
           id: data.id,
         });
+        // The relay's warning has no id; a refused relay.refresh (its id) goes to onError, never into another refresh.
+        if (data.id === undefined && err.code === 'token_expired' && this.refresh()) break; // still seen by on('relay.error')
         if (p) {
           // The connection's own rate limit (no route): pace down and send it again. A route's
           // rate_limit is the app's policy, unknown to the client, and final like other refusals.

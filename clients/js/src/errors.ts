@@ -50,7 +50,7 @@ export function terminalErrorCode(code: number): string {
  * `invalid_message`, `rate_limited`; see docs/protocol.md) or one of the SDK's
  * own, which the relay never sends: `closed`, `replaced`, `unauthorized`,
  * `env_not_allowed`, `too_many_connections`, `queue_overflow`,
- * `invalid_argument`, `too_large`, `bad_frame`, `handler_error`,
+ * `invalid_argument`, `too_large`, `token_error`, `bad_frame`, `handler_error`,
  * `transport_error`.
  */
 export class RelayError extends Error {

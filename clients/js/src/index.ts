@@ -2,11 +2,13 @@
  * @pairrelay/client: the relay client SDK for browsers and mini programs.
  * Speaks relay wire protocol v1 (typed JSON envelopes, acks, resume by seq).
  */
-export { createClient } from './client.js';
+export { createClient, base64url } from './client.js';
 export type {
   RelayClient,
   AppLifecycle,
   ClientOptions,
+  CredentialTransport,
+  TokenSource,
   HelloData,
   HelloLimits,
   RelayMessage,

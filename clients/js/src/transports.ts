@@ -26,6 +26,11 @@ export interface RelaySocket {
 export interface SocketOptions {
   /** WebSocket subprotocols to request (none by default: `v=1` in the query selects the wire). */
   protocols?: string[];
+  /**
+   * Request headers (the credential as `Authorization: Bearer`, with `credential: 'header'`).
+   * wx.connectSocket, wx.cloud.connectContainer and npm `ws` send them; a browser WebSocket cannot.
+   */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -119,12 +124,18 @@ export function adaptSocketTask(task: SocketTaskLike, events: SocketEvents): Rel
  *
  *     socketTaskFactory((url) => uni.connectSocket({ url, complete() {} }))
  *     socketTaskFactory((url) => Taro.connectSocket({ url }))
+ *
+ * With `credential: 'header'`, pass the headers on: `(url, protocols, header) => uni.connectSocket({ url, header, … })`.
  */
 export function socketTaskFactory(
-  connect: (url: string, protocols?: string[]) => SocketTaskLike | Promise<SocketTaskLike>,
+  connect: (
+    url: string,
+    protocols?: string[],
+    headers?: Record<string, string>,
+  ) => SocketTaskLike | Promise<SocketTaskLike>,
 ): SocketFactory {
   return (url, events, options) => {
-    const task = connect(url, options.protocols);
+    const task = connect(url, options.protocols, options.headers);
     if (task && typeof (task as Promise<SocketTaskLike>).then === 'function') {
       return (task as Promise<SocketTaskLike>).then((t) => adaptSocketTask(t, events));
     }
@@ -138,8 +149,13 @@ export function webSocketFactory(impl?: WebSocketLikeConstructor): SocketFactory
     const Ctor: WebSocketLikeConstructor | undefined =
       impl || (typeof WebSocket !== 'undefined' ? (WebSocket as WebSocketLikeConstructor) : undefined);
     if (!Ctor) throw new Error('relay: no WebSocket implementation; pass one to webSocketFactory() or set options.socket');
-    const ws: WebSocketLike =
-      options.protocols && options.protocols.length ? new Ctor(url, options.protocols) : new Ctor(url);
+    const protocols = options.protocols && options.protocols.length ? options.protocols : undefined;
+    let ws: WebSocketLike;
+    if (options.headers) {
+      // npm ws takes headers as a third argument; a browser WebSocket has no way to send them.
+      if (!impl) throw new Error("relay: a browser WebSocket cannot send headers; use credential: 'subprotocol'");
+      ws = new (Ctor as new (u: string, p: unknown, o: unknown) => WebSocketLike)(url, protocols, { headers: options.headers });
+    } else ws = protocols ? new Ctor(url, protocols) : new Ctor(url);
     ws.onopen = () => events.onOpen();
     ws.onmessage = (ev) => {
       const text = frameText(ev.data);
@@ -160,6 +176,7 @@ export interface WxLike {
   connectSocket(options: {
     url: string;
     protocols?: string[];
+    header?: Record<string, string>;
     fail?: (err?: unknown) => void;
   }): SocketTaskLike;
   cloud?: {
@@ -168,6 +185,7 @@ export interface WxLike {
       service: string;
       path: string;
       protocols?: string[];
+      header?: Record<string, string>;
     }): Promise<{ socketTask: SocketTaskLike }>;
   };
   onAppShow?(cb: () => void): void;
@@ -193,7 +211,7 @@ export function wxSocketFactory(api?: WxLike): SocketFactory {
     const w = api || globalWx();
     if (!w) throw new Error('relay: wx is not available');
     let failed = false;
-    const req: { url: string; protocols?: string[]; fail: (err?: unknown) => void } = {
+    const req: { url: string; protocols?: string[]; header?: Record<string, string>; fail: (err?: unknown) => void } = {
       url,
       // wx.connectSocket can fail before a task exists (domain not allowed, too many sockets):
       // report it as a dropped connection so the client backs off and retries.
@@ -205,6 +223,7 @@ export function wxSocketFactory(api?: WxLike): SocketFactory {
       },
     };
     if (options.protocols && options.protocols.length) req.protocols = options.protocols;
+    if (options.headers) req.header = options.headers;
     return adaptSocketTask(w.connectSocket(req), events);
   };
 }
@@ -229,12 +248,19 @@ export function wxContainerFactory(target: { env: string; service: string }, api
     if (!w || !w.cloud || typeof w.cloud.connectContainer !== 'function') {
       throw new Error('relay: wx.cloud.connectContainer is not available (call wx.cloud.init first)');
     }
-    const req: { config: { env: string }; service: string; path: string; protocols?: string[] } = {
+    const req: {
+      config: { env: string };
+      service: string;
+      path: string;
+      protocols?: string[];
+      header?: Record<string, string>;
+    } = {
       config: { env: target.env },
       service: target.service,
       path,
     };
     if (options.protocols && options.protocols.length) req.protocols = options.protocols;
+    if (options.headers) req.header = options.headers;
     return Promise.resolve(w.cloud.connectContainer!(req)).then((res) => {
       if (!res || !res.socketTask) throw new Error('relay: connectContainer returned no socketTask');
       return adaptSocketTask(res.socketTask, events);

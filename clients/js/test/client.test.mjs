@@ -929,3 +929,201 @@ describe('pacing to the limits in relay.hello', () => {
     for (const p of [p4, p5, ps[2]]) p.catch(() => {});
   });
 });
+
+describe('credentials and refresh', () => {
+  const b64u = (s) => Buffer.from(s, 'utf8').toString('base64url');
+
+  test('base64url matches Node for ASCII, multi-byte and astral text, without padding', async () => {
+    const { base64url } = await import('../dist/index.mjs');
+    for (const s of ['', 'a', 'ab', 'abc', 'eyJhbGciOiJIUzI1NiJ9.e30.sig', 'pärchen-配对-😀', '\u00ff\u0800?>']) {
+      assert.equal(base64url(s), b64u(s), JSON.stringify(s));
+    }
+  });
+
+  test('a string token goes in the query by default, and in a header or a subprotocol when chosen', (t) => {
+    const a = setup(t, { token: 'jwt-a', credential: 'header' });
+    assert.equal(a.net.last.query.has('token'), false);
+    assert.deepEqual(a.net.last.options.headers, { Authorization: 'Bearer jwt-a' });
+  });
+
+  test('a string token as a subprotocol: relay.v1 and relay.auth.<base64url> after the app\'s own', (t) => {
+    const b = setup(t, { token: 'jwt-b', credential: 'subprotocol', protocols: ['x.app'] });
+    assert.equal(b.net.last.query.has('token'), false);
+    assert.deepEqual(b.net.last.options.protocols, ['x.app', 'relay.v1', 'relay.auth.' + b64u('jwt-b')]);
+    assert.equal(b.net.last.options.headers, undefined);
+  });
+
+  test('an unknown credential transport is refused', () => {
+    assert.throws(() => createClient({ url: URL_, token: 't', env: 'h5', credential: 'cookie' }), TypeError);
+  });
+
+  test('a token function is called before each connection; the credential goes as a subprotocol, never in the URL', async (t) => {
+    let n = 0;
+    const { net, client } = setup(t, { token: async () => `jwt-${++n}` });
+    assert.equal(net.count, 0, 'no socket before the credential is there');
+    await flush();
+    assert.equal(net.count, 1);
+    assert.equal(net.last.query.has('token'), false);
+    assert.doesNotMatch(net.last.url, /jwt-/);
+    assert.deepEqual(net.last.options.protocols, ['relay.v1', 'relay.auth.' + b64u('jwt-1')]);
+    net.last.hello({ seq: 3 });
+    assert.equal(client.state, 'open');
+    net.last.drop(1006);
+    t.mock.timers.tick(30000);
+    await flush();
+    assert.equal(net.count, 2);
+    assert.deepEqual(net.last.options.protocols, ['relay.v1', 'relay.auth.' + b64u('jwt-2')], 'a fresh credential');
+    assert.equal(net.last.query.get('since'), '3');
+  });
+
+  test('createClient with the same token function, url and env returns the same client; another function another', async (t) => {
+    const fn = () => 'jwt';
+    const { client } = setup(t, { token: fn });
+    assert.equal(createClient({ url: URL_, token: fn, env: 'h5' }), client);
+    const other = createClient({ url: URL_, token: () => 'jwt', env: 'h5', socket: new FakeNet().factory, lifecycle: false });
+    t.after(() => other.close());
+    assert.notEqual(other, client);
+  });
+
+  test('a token function that fails or returns no string: onError token_error, and the client retries with backoff', async (t) => {
+    let calls = 0;
+    const results = [() => Promise.reject(new Error('backend down')), () => '', () => 'jwt-ok'];
+    const { net, client, states } = setup(t, { token: () => results[calls++]() });
+    const errors = [];
+    client.onError((e) => errors.push(e));
+    await flush();
+    assert.equal(net.count, 0);
+    assert.deepEqual(errors.map((e) => e.code), ['token_error']);
+    assert.equal(errors[0].cause.message, 'backend down');
+    assert.equal(client.state, 'reconnecting');
+    t.mock.timers.tick(30000);
+    await flush();
+    assert.deepEqual(errors.map((e) => e.code), ['token_error', 'token_error']);
+    t.mock.timers.tick(30000);
+    await flush();
+    assert.equal(net.count, 1);
+    assert.equal(calls, 3);
+    net.last.hello();
+    assert.equal(states.at(-1).state, 'open');
+  });
+
+  test('token_expired: a fresh credential goes out as relay.refresh ahead of queued sends; its ack and the warning are no errors', async (t) => {
+    let n = 0;
+    const { net, client } = setup(t, { token: () => `jwt-${++n}` });
+    await flush();
+    const errors = [];
+    const seen = [];
+    client.onError((e) => errors.push(e));
+    client.on('relay.error', (m) => seen.push(m.data.code));
+    // one frame per second: the sends below wait in the queue
+    net.last.hello({ limits: { messagesPerSecond: 1, burst: 1 } });
+    const sends = [client.send('note', { n: 1 }), client.send('note', { n: 2 })];
+    assert.equal(net.last.appFrames.length, 1);
+    net.last.frame({ type: 'relay.error', data: { code: 'token_expired', message: 'the credential expires in 4s' } });
+    await flush();
+    assert.equal(n, 2, 'the function was called for the refresh');
+    t.mock.timers.tick(1200);
+    const frames = net.last.appFrames;
+    assert.equal(frames.length, 2);
+    assert.equal(frames[1].type, 'relay.refresh', 'the refresh jumps the queue');
+    assert.deepEqual(frames[1].data, { token: 'jwt-2' });
+    assert.equal(typeof frames[1].id, 'string');
+    net.last.ack(frames[1].id, 0);
+    net.last.ack(frames[0].id, 10);
+    t.mock.timers.tick(1200);
+    assert.equal(net.last.appFrames[2].data.n, 2);
+    net.last.ack(net.last.appFrames[2].id, 11);
+    assert.deepEqual((await Promise.all(sends)).map((r) => r.seq), [10, 11]);
+    assert.deepEqual(errors, []);
+    assert.deepEqual(seen, ['token_expired'], 'on("relay.error") still sees the warning');
+    assert.equal(client.state, 'open');
+  });
+
+  test('token_expired with a string token cannot be refreshed: it goes to onError and nothing is sent', (t) => {
+    const { net, client } = setup(t);
+    const errors = [];
+    client.onError((e) => errors.push(e));
+    net.last.hello();
+    net.last.frame({ type: 'relay.error', data: { code: 'token_expired', message: 'soon' } });
+    assert.deepEqual(errors.map((e) => e.code), ['token_expired']);
+    assert.deepEqual(net.last.appFrames, []);
+  });
+
+  test('a refused refresh reaches onError', async (t) => {
+    const { net, client } = setup(t, { token: () => 'jwt' });
+    await flush();
+    const errors = [];
+    client.onError((e) => errors.push(e));
+    net.last.hello();
+    net.last.frame({ type: 'relay.error', data: { code: 'token_expired', message: 'soon' } });
+    await flush();
+    const r = net.last.appFrames.find((f) => f.type === 'relay.refresh');
+    net.last.frame({ type: 'relay.error', data: { code: 'unauthorized', message: 'another pairing key', id: r.id } });
+    assert.deepEqual(errors.map((e) => [e.code, e.id]), [['unauthorized', r.id]]);
+    // a refresh refused as expired itself is reported, not answered with yet another refresh
+    net.last.frame({ type: 'relay.error', data: { code: 'token_expired', message: 'expired', id: r.id } });
+    await flush();
+    assert.deepEqual(errors.map((e) => e.code), ['unauthorized', 'token_expired']);
+    assert.equal(net.last.appFrames.filter((f) => f.type === 'relay.refresh').length, 1);
+  });
+
+  test('4501 closing an open session: a token function reconnects with a new credential', async (t) => {
+    let n = 0;
+    const fn = setup(t, { token: () => `jwt-${++n}` });
+    await flush();
+    fn.net.last.hello({ seq: 9 });
+    fn.net.last.drop(4501, 'unauthorized');
+    assert.equal(fn.client.state, 'reconnecting');
+    t.mock.timers.tick(30000);
+    await flush();
+    assert.equal(fn.net.count, 2);
+    assert.equal(fn.net.last.query.get('since'), '9');
+    assert.deepEqual(fn.net.last.options.protocols, ['relay.v1', 'relay.auth.' + b64u('jwt-2')]);
+  });
+
+  test('4501 closing an open session with a string token is final', (t) => {
+    const str = setup(t, { token: 'jwt-s', credential: 'subprotocol' });
+    str.net.last.hello();
+    str.net.last.drop(4501, 'unauthorized');
+    assert.equal(str.client.state, 'closed');
+  });
+
+  test('4501 before relay.hello is final even with a token function (the credential was refused)', async (t) => {
+    const { net, client } = setup(t, { token: () => 'jwt' });
+    await flush();
+    net.last.open();
+    net.last.drop(4501, 'unauthorized');
+    assert.equal(client.state, 'closed');
+  });
+
+  test('close() while the token function is pending: no socket is opened', async (t) => {
+    let release;
+    const { net, client } = setup(t, { token: () => new Promise((r) => (release = r)) });
+    client.close();
+    release('jwt');
+    await flush();
+    assert.equal(net.count, 0);
+  });
+
+  test('wx.connectSocket and npm ws get the credential as a header', async (t) => {
+    const calls = [];
+    const task = { onOpen() {}, onMessage() {}, onClose() {}, onError() {}, send() {}, close() {} };
+    const wxApi = { connectSocket: (req) => (calls.push(req), task) };
+    const c = createClient({ url: URL_, token: 'jwt-w', env: 'miniapp', credential: 'header', socket: wxSocketFactory(wxApi), lifecycle: false });
+    t.after(() => c.close());
+    assert.deepEqual(calls[0].header, { Authorization: 'Bearer jwt-w' });
+    assert.doesNotMatch(calls[0].url, /jwt-w/);
+    const { webSocketFactory } = await import('../dist/index.mjs');
+    const made = [];
+    class WS {
+      constructor(...args) {
+        made.push(args);
+      }
+      send() {}
+      close() {}
+    }
+    const ws = createClient({ url: URL_, token: 'jwt-n', env: 'h5', credential: 'header', socket: webSocketFactory(WS), lifecycle: false });
+    t.after(() => ws.close());
+    assert.deepEqual(made[0][2], { headers: { Authorization: 'Bearer jwt-n' } });
+  });
+});

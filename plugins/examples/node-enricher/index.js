@@ -21,7 +21,7 @@ const APP_PROTOCOL = 1; // relayplugin.v1
 
 // ---- The plugin's logic -------------------------------------------------
 
-let settings = { field: 'enrichedAt', source: 'node' };
+let settings = { field: 'enrichedAt', source: 'node', api_keys: '' };
 
 // configure receives the route entry's config (an object).
 function configure(config) {
@@ -50,6 +50,30 @@ async function handle(msg) {
   data.source = settings.source;
   if (typeof data.title === 'string') data.titleUpper = data.title.toUpperCase();
   return { messages: [{ ...msg, data: Buffer.from(JSON.stringify(data)) }] };
+}
+
+// authenticate decides on a connection when relay uses this plugin as its
+// auth provider (auth: {provider: plugin, plugin: {name: node-enricher,
+// config: {api_keys: "KEY=PAIR,…"}}}). A real one would look the credential
+// up in a session store. Return { identity: {key, envs?, expires_at?,
+// claims?} } to admit, { refuse: {code?, message} } to refuse; a thrown
+// error or rejected promise is a failure (refused; the message goes to
+// relay's log only). Never put the credential in a message or a log line.
+async function authenticate(req) {
+  for (const entry of settings.api_keys.split(',')) {
+    const [key, pair] = entry.split('=');
+    if (key && pair && key === req.credential) {
+      return {
+        identity: {
+          key: pair,
+          envs: [], has_envs: false, // any env
+          expires_at: String(Date.now() + 3600 * 1000), // ms; the session ends (4501) unless refreshed
+          claims: Buffer.from(JSON.stringify({ source: settings.source, env: req.env })),
+        },
+      };
+    }
+  }
+  return { refuse: { code: 'unauthorized', message: 'unknown API key' } };
 }
 
 // ---- The protocol -------------------------------------------------------
@@ -96,8 +120,17 @@ server.addService(relay.Plugin.service, {
       fields: [
         { name: 'field', type: 'string', doc: 'Key that receives the time in ms.', default: 'enrichedAt' },
         { name: 'source', type: 'string', doc: 'Value of data.source.', default: 'node' },
+        { name: 'api_keys', type: 'string', doc: 'For auth provider plugin: KEY=PAIR,… credentials and the pairing key each admits.' },
       ],
     });
+  },
+  Authenticate(call, callback) {
+    Promise.resolve()
+      .then(() => authenticate(call.request))
+      .then(
+        (res) => callback(null, res),
+        (err) => callback(null, { error: { message: err && err.message ? err.message : String(err) } }),
+      );
   },
   // One stream carries every message; each request has a call_id (a
   // string here: uint64) that its answer repeats. Answer in any order.

@@ -28,7 +28,9 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pairrelay/relay/plugins/sdk"
 )
@@ -120,6 +122,37 @@ func (p *testPlugin) Handle(ctx context.Context, m *sdk.Message) ([]*sdk.Message
 		return []*sdk.Message{m}, m.SetData(map[string]any{"claims": m.Claims})
 	}
 	return []*sdk.Message{m}, nil
+}
+
+// Authenticate admits by what the credential says, for the auth provider's tests:
+// admit:KEY:ENVS:TTL (ENVS comma-separated, * for any; TTL seconds, 0 for
+// no expiry, negative for one in the past), refuse, expired, fail, panic.
+func (p *testPlugin) Authenticate(ctx context.Context, req *sdk.AuthRequest) (*sdk.Identity, error) {
+	parts := strings.Split(req.Credential, ":")
+	switch parts[0] {
+	case "admit":
+		if len(parts) != 4 {
+			return nil, sdk.Refuse("admit:KEY:ENVS:TTL")
+		}
+		id := &sdk.Identity{Key: parts[1], Claims: map[string]any{"env": req.Env, "ua": req.Headers["User-Agent"], "tag": p.Tag}}
+		if c, ok := req.Headers["Cookie"]; ok {
+			id.Claims["cookie"] = c // the test checks it never gets here
+		}
+		if parts[2] != "*" {
+			id.Envs = strings.Split(parts[2], ",")
+		}
+		if ttl, _ := strconv.Atoi(parts[3]); ttl != 0 {
+			id.Expires = time.Now().Add(time.Duration(ttl) * time.Second)
+		}
+		return id, nil
+	case "expired":
+		return nil, sdk.Expired("that credential is too old")
+	case "fail":
+		return nil, errors.New("the user store is down")
+	case "panic":
+		panic("authenticate broke")
+	}
+	return nil, sdk.Refuse("not on the list")
 }
 
 func main() {

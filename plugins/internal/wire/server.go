@@ -20,6 +20,9 @@ type Impl interface {
 	Describe(ctx context.Context) *pb.DescribeResponse
 	// Handle fills the result of the response; the server sets its call id.
 	Handle(ctx context.Context, m *pb.Message) *pb.HandleResponse
+	// Authenticate fills the result of an auth check; nil: the plugin does
+	// not authenticate (the call answers Unimplemented).
+	Authenticate(ctx context.Context, req *pb.AuthenticateRequest) *pb.AuthenticateResponse
 }
 
 // NewServer serves impl as the relayplugin.v1 service.
@@ -57,6 +60,20 @@ func (s *server) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.Descr
 		d = &pb.DescribeResponse{}
 	}
 	return d, nil
+}
+
+// Authenticate answers an auth check; a panic fails the check, not the process.
+func (s *server) Authenticate(ctx context.Context, req *pb.AuthenticateRequest) (resp *pb.AuthenticateResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			logPanic("Authenticate", r)
+			resp = &pb.AuthenticateResponse{Result: &pb.AuthenticateResponse_Error{Error: &pb.Error{Message: fmt.Sprintf("plugin panicked: %v", r)}}}
+		}
+	}()
+	if resp = s.impl.Authenticate(ctx, req); resp == nil {
+		return s.UnimplementedPluginServer.Authenticate(ctx, req)
+	}
+	return resp, nil
 }
 
 // Handle runs each call in a goroutine of its own, so that a slow call never

@@ -25,6 +25,9 @@ type fakeImpl struct {
 
 func (f *fakeImpl) Configure(context.Context, []byte) error       { return nil }
 func (f *fakeImpl) Describe(context.Context) *pb.DescribeResponse { return nil }
+func (f *fakeImpl) Authenticate(context.Context, *pb.AuthenticateRequest) *pb.AuthenticateResponse {
+	return nil
+}
 func (f *fakeImpl) Handle(ctx context.Context, m *pb.Message) *pb.HandleResponse {
 	if m.GetType() == "wait" {
 		<-ctx.Done()

@@ -32,6 +32,265 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AuthenticateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    string                 `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`                                                                     // what the client presented (query, subprotocol, header or first frame)
+	Env           string                 `protobuf:"bytes,2,opt,name=env,proto3" json:"env,omitempty"`                                                                                   // the env the client connects as
+	Ip            string                 `protobuf:"bytes,3,opt,name=ip,proto3" json:"ip,omitempty"`                                                                                     // the client's address
+	Origin        string                 `protobuf:"bytes,4,opt,name=origin,proto3" json:"origin,omitempty"`                                                                             // the Origin header, may be empty
+	Headers       map[string]string      `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // the request headers named in auth.plugin.headers that were sent
+	TimeoutMs     int64                  `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`                                                     // milliseconds the call may take
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateRequest) Reset() {
+	*x = AuthenticateRequest{}
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateRequest) ProtoMessage() {}
+
+func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
+func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AuthenticateRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *AuthenticateRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type AuthenticateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*AuthenticateResponse_Identity
+	//	*AuthenticateResponse_Refuse
+	//	*AuthenticateResponse_Error
+	Result        isAuthenticateResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateResponse) Reset() {
+	*x = AuthenticateResponse{}
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateResponse) ProtoMessage() {}
+
+func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
+func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AuthenticateResponse) GetResult() isAuthenticateResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *AuthenticateResponse) GetIdentity() *Identity {
+	if x != nil {
+		if x, ok := x.Result.(*AuthenticateResponse_Identity); ok {
+			return x.Identity
+		}
+	}
+	return nil
+}
+
+func (x *AuthenticateResponse) GetRefuse() *Reject {
+	if x != nil {
+		if x, ok := x.Result.(*AuthenticateResponse_Refuse); ok {
+			return x.Refuse
+		}
+	}
+	return nil
+}
+
+func (x *AuthenticateResponse) GetError() *Error {
+	if x != nil {
+		if x, ok := x.Result.(*AuthenticateResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isAuthenticateResponse_Result interface {
+	isAuthenticateResponse_Result()
+}
+
+type AuthenticateResponse_Identity struct {
+	Identity *Identity `protobuf:"bytes,1,opt,name=identity,proto3,oneof"` // admitted
+}
+
+type AuthenticateResponse_Refuse struct {
+	Refuse *Reject `protobuf:"bytes,2,opt,name=refuse,proto3,oneof"` // refused: code unauthorized (the default) or token_expired
+}
+
+type AuthenticateResponse_Error struct {
+	Error *Error `protobuf:"bytes,3,opt,name=error,proto3,oneof"` // the check itself failed: refused, and the message goes to relay's log
+}
+
+func (*AuthenticateResponse_Identity) isAuthenticateResponse_Result() {}
+
+func (*AuthenticateResponse_Refuse) isAuthenticateResponse_Result() {}
+
+func (*AuthenticateResponse_Error) isAuthenticateResponse_Result() {}
+
+// Identity is what an admitted connection is.
+type Identity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`                               // the pairing key (1 to 256 bytes): connections with the same key share a room
+	Envs          []string               `protobuf:"bytes,2,rep,name=envs,proto3" json:"envs,omitempty"`                             // envs the credential may use; meaningful only when has_envs
+	HasEnvs       bool                   `protobuf:"varint,3,opt,name=has_envs,json=hasEnvs,proto3" json:"has_envs,omitempty"`       // false: any env
+	ExpiresAt     int64                  `protobuf:"varint,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // Unix milliseconds when the credential expires; 0: never
+	Claims        []byte                 `protobuf:"bytes,5,opt,name=claims,proto3" json:"claims,omitempty"`                         // JSON object handlers see as the sender's claims; empty: none
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Identity) Reset() {
+	*x = Identity{}
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Identity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Identity) ProtoMessage() {}
+
+func (x *Identity) ProtoReflect() protoreflect.Message {
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Identity.ProtoReflect.Descriptor instead.
+func (*Identity) Descriptor() ([]byte, []int) {
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Identity) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Identity) GetEnvs() []string {
+	if x != nil {
+		return x.Envs
+	}
+	return nil
+}
+
+func (x *Identity) GetHasEnvs() bool {
+	if x != nil {
+		return x.HasEnvs
+	}
+	return false
+}
+
+func (x *Identity) GetExpiresAt() int64 {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return 0
+}
+
+func (x *Identity) GetClaims() []byte {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
 type ConfigureRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Config        []byte                 `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"` // JSON
@@ -41,7 +300,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +312,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +325,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConfigureRequest) GetConfig() []byte {
@@ -85,7 +344,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +356,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +369,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConfigureResponse) GetError() string {
@@ -128,7 +387,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +399,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +412,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 type DescribeResponse struct {
@@ -167,7 +426,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +438,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +451,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DescribeResponse) GetName() string {
@@ -230,7 +489,7 @@ type ConfigField struct {
 
 func (x *ConfigField) Reset() {
 	*x = ConfigField{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +501,7 @@ func (x *ConfigField) String() string {
 func (*ConfigField) ProtoMessage() {}
 
 func (x *ConfigField) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +514,7 @@ func (x *ConfigField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigField.ProtoReflect.Descriptor instead.
 func (*ConfigField) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConfigField) GetName() string {
@@ -314,7 +573,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +585,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +598,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Message) GetType() string {
@@ -414,7 +673,7 @@ type HandleRequest struct {
 
 func (x *HandleRequest) Reset() {
 	*x = HandleRequest{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +685,7 @@ func (x *HandleRequest) String() string {
 func (*HandleRequest) ProtoMessage() {}
 
 func (x *HandleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +698,7 @@ func (x *HandleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleRequest.ProtoReflect.Descriptor instead.
 func (*HandleRequest) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HandleRequest) GetCallId() uint64 {
@@ -486,7 +745,7 @@ type HandleResponse struct {
 
 func (x *HandleResponse) Reset() {
 	*x = HandleResponse{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +757,7 @@ func (x *HandleResponse) String() string {
 func (*HandleResponse) ProtoMessage() {}
 
 func (x *HandleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +770,7 @@ func (x *HandleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleResponse.ProtoReflect.Descriptor instead.
 func (*HandleResponse) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HandleResponse) GetCallId() uint64 {
@@ -604,7 +863,7 @@ type Messages struct {
 
 func (x *Messages) Reset() {
 	*x = Messages{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +875,7 @@ func (x *Messages) String() string {
 func (*Messages) ProtoMessage() {}
 
 func (x *Messages) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +888,7 @@ func (x *Messages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Messages.ProtoReflect.Descriptor instead.
 func (*Messages) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Messages) GetMessages() []*Message {
@@ -648,7 +907,7 @@ type Drop struct {
 
 func (x *Drop) Reset() {
 	*x = Drop{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +919,7 @@ func (x *Drop) String() string {
 func (*Drop) ProtoMessage() {}
 
 func (x *Drop) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +932,7 @@ func (x *Drop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drop.ProtoReflect.Descriptor instead.
 func (*Drop) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 // Reject refuses the message on purpose: the sender gets relay.error with
@@ -688,7 +947,7 @@ type Reject struct {
 
 func (x *Reject) Reset() {
 	*x = Reject{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +959,7 @@ func (x *Reject) String() string {
 func (*Reject) ProtoMessage() {}
 
 func (x *Reject) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +972,7 @@ func (x *Reject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reject.ProtoReflect.Descriptor instead.
 func (*Reject) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Reject) GetCode() string {
@@ -742,7 +1001,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +1013,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_relayplugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_relayplugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +1026,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_relayplugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Error) GetMessage() string {
@@ -781,7 +1040,32 @@ var File_relayplugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_relayplugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1brelayplugin/v1/plugin.proto\x12\x0erelayplugin.v1\"*\n" +
+	"\x1brelayplugin/v1/plugin.proto\x12\x0erelayplugin.v1\"\x96\x02\n" +
+	"\x13AuthenticateRequest\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\tR\n" +
+	"credential\x12\x10\n" +
+	"\x03env\x18\x02 \x01(\tR\x03env\x12\x0e\n" +
+	"\x02ip\x18\x03 \x01(\tR\x02ip\x12\x16\n" +
+	"\x06origin\x18\x04 \x01(\tR\x06origin\x12J\n" +
+	"\aheaders\x18\x05 \x03(\v20.relayplugin.v1.AuthenticateRequest.HeadersEntryR\aheaders\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
+	"\x14AuthenticateResponse\x126\n" +
+	"\bidentity\x18\x01 \x01(\v2\x18.relayplugin.v1.IdentityH\x00R\bidentity\x120\n" +
+	"\x06refuse\x18\x02 \x01(\v2\x16.relayplugin.v1.RejectH\x00R\x06refuse\x12-\n" +
+	"\x05error\x18\x03 \x01(\v2\x15.relayplugin.v1.ErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"\x82\x01\n" +
+	"\bIdentity\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04envs\x18\x02 \x03(\tR\x04envs\x12\x19\n" +
+	"\bhas_envs\x18\x03 \x01(\bR\ahasEnvs\x12\x1d\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\x03R\texpiresAt\x12\x16\n" +
+	"\x06claims\x18\x05 \x01(\fR\x06claims\"*\n" +
 	"\x10ConfigureRequest\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\fR\x06config\")\n" +
 	"\x11ConfigureResponse\x12\x14\n" +
@@ -826,11 +1110,12 @@ const file_relayplugin_v1_plugin_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"!\n" +
 	"\x05Error\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage2\xf6\x01\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage2\xd1\x02\n" +
 	"\x06Plugin\x12P\n" +
 	"\tConfigure\x12 .relayplugin.v1.ConfigureRequest\x1a!.relayplugin.v1.ConfigureResponse\x12M\n" +
 	"\bDescribe\x12\x1f.relayplugin.v1.DescribeRequest\x1a .relayplugin.v1.DescribeResponse\x12K\n" +
-	"\x06Handle\x12\x1d.relayplugin.v1.HandleRequest\x1a\x1e.relayplugin.v1.HandleResponse(\x010\x01BPZNgithub.com/pairrelay/relay/plugins/internal/proto/relayplugin/v1;relaypluginv1b\x06proto3"
+	"\x06Handle\x12\x1d.relayplugin.v1.HandleRequest\x1a\x1e.relayplugin.v1.HandleResponse(\x010\x01\x12Y\n" +
+	"\fAuthenticate\x12#.relayplugin.v1.AuthenticateRequest\x1a$.relayplugin.v1.AuthenticateResponseBPZNgithub.com/pairrelay/relay/plugins/internal/proto/relayplugin/v1;relaypluginv1b\x06proto3"
 
 var (
 	file_relayplugin_v1_plugin_proto_rawDescOnce sync.Once
@@ -844,40 +1129,50 @@ func file_relayplugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_relayplugin_v1_plugin_proto_rawDescData
 }
 
-var file_relayplugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_relayplugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_relayplugin_v1_plugin_proto_goTypes = []any{
-	(*ConfigureRequest)(nil),  // 0: relayplugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 1: relayplugin.v1.ConfigureResponse
-	(*DescribeRequest)(nil),   // 2: relayplugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 3: relayplugin.v1.DescribeResponse
-	(*ConfigField)(nil),       // 4: relayplugin.v1.ConfigField
-	(*Message)(nil),           // 5: relayplugin.v1.Message
-	(*HandleRequest)(nil),     // 6: relayplugin.v1.HandleRequest
-	(*HandleResponse)(nil),    // 7: relayplugin.v1.HandleResponse
-	(*Messages)(nil),          // 8: relayplugin.v1.Messages
-	(*Drop)(nil),              // 9: relayplugin.v1.Drop
-	(*Reject)(nil),            // 10: relayplugin.v1.Reject
-	(*Error)(nil),             // 11: relayplugin.v1.Error
+	(*AuthenticateRequest)(nil),  // 0: relayplugin.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil), // 1: relayplugin.v1.AuthenticateResponse
+	(*Identity)(nil),             // 2: relayplugin.v1.Identity
+	(*ConfigureRequest)(nil),     // 3: relayplugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),    // 4: relayplugin.v1.ConfigureResponse
+	(*DescribeRequest)(nil),      // 5: relayplugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),     // 6: relayplugin.v1.DescribeResponse
+	(*ConfigField)(nil),          // 7: relayplugin.v1.ConfigField
+	(*Message)(nil),              // 8: relayplugin.v1.Message
+	(*HandleRequest)(nil),        // 9: relayplugin.v1.HandleRequest
+	(*HandleResponse)(nil),       // 10: relayplugin.v1.HandleResponse
+	(*Messages)(nil),             // 11: relayplugin.v1.Messages
+	(*Drop)(nil),                 // 12: relayplugin.v1.Drop
+	(*Reject)(nil),               // 13: relayplugin.v1.Reject
+	(*Error)(nil),                // 14: relayplugin.v1.Error
+	nil,                          // 15: relayplugin.v1.AuthenticateRequest.HeadersEntry
 }
 var file_relayplugin_v1_plugin_proto_depIdxs = []int32{
-	4,  // 0: relayplugin.v1.DescribeResponse.fields:type_name -> relayplugin.v1.ConfigField
-	5,  // 1: relayplugin.v1.HandleRequest.message:type_name -> relayplugin.v1.Message
-	8,  // 2: relayplugin.v1.HandleResponse.messages:type_name -> relayplugin.v1.Messages
-	9,  // 3: relayplugin.v1.HandleResponse.drop:type_name -> relayplugin.v1.Drop
-	10, // 4: relayplugin.v1.HandleResponse.reject:type_name -> relayplugin.v1.Reject
-	11, // 5: relayplugin.v1.HandleResponse.error:type_name -> relayplugin.v1.Error
-	5,  // 6: relayplugin.v1.Messages.messages:type_name -> relayplugin.v1.Message
-	0,  // 7: relayplugin.v1.Plugin.Configure:input_type -> relayplugin.v1.ConfigureRequest
-	2,  // 8: relayplugin.v1.Plugin.Describe:input_type -> relayplugin.v1.DescribeRequest
-	6,  // 9: relayplugin.v1.Plugin.Handle:input_type -> relayplugin.v1.HandleRequest
-	1,  // 10: relayplugin.v1.Plugin.Configure:output_type -> relayplugin.v1.ConfigureResponse
-	3,  // 11: relayplugin.v1.Plugin.Describe:output_type -> relayplugin.v1.DescribeResponse
-	7,  // 12: relayplugin.v1.Plugin.Handle:output_type -> relayplugin.v1.HandleResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	15, // 0: relayplugin.v1.AuthenticateRequest.headers:type_name -> relayplugin.v1.AuthenticateRequest.HeadersEntry
+	2,  // 1: relayplugin.v1.AuthenticateResponse.identity:type_name -> relayplugin.v1.Identity
+	13, // 2: relayplugin.v1.AuthenticateResponse.refuse:type_name -> relayplugin.v1.Reject
+	14, // 3: relayplugin.v1.AuthenticateResponse.error:type_name -> relayplugin.v1.Error
+	7,  // 4: relayplugin.v1.DescribeResponse.fields:type_name -> relayplugin.v1.ConfigField
+	8,  // 5: relayplugin.v1.HandleRequest.message:type_name -> relayplugin.v1.Message
+	11, // 6: relayplugin.v1.HandleResponse.messages:type_name -> relayplugin.v1.Messages
+	12, // 7: relayplugin.v1.HandleResponse.drop:type_name -> relayplugin.v1.Drop
+	13, // 8: relayplugin.v1.HandleResponse.reject:type_name -> relayplugin.v1.Reject
+	14, // 9: relayplugin.v1.HandleResponse.error:type_name -> relayplugin.v1.Error
+	8,  // 10: relayplugin.v1.Messages.messages:type_name -> relayplugin.v1.Message
+	3,  // 11: relayplugin.v1.Plugin.Configure:input_type -> relayplugin.v1.ConfigureRequest
+	5,  // 12: relayplugin.v1.Plugin.Describe:input_type -> relayplugin.v1.DescribeRequest
+	9,  // 13: relayplugin.v1.Plugin.Handle:input_type -> relayplugin.v1.HandleRequest
+	0,  // 14: relayplugin.v1.Plugin.Authenticate:input_type -> relayplugin.v1.AuthenticateRequest
+	4,  // 15: relayplugin.v1.Plugin.Configure:output_type -> relayplugin.v1.ConfigureResponse
+	6,  // 16: relayplugin.v1.Plugin.Describe:output_type -> relayplugin.v1.DescribeResponse
+	10, // 17: relayplugin.v1.Plugin.Handle:output_type -> relayplugin.v1.HandleResponse
+	1,  // 18: relayplugin.v1.Plugin.Authenticate:output_type -> relayplugin.v1.AuthenticateResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_relayplugin_v1_plugin_proto_init() }
@@ -885,7 +1180,12 @@ func file_relayplugin_v1_plugin_proto_init() {
 	if File_relayplugin_v1_plugin_proto != nil {
 		return
 	}
-	file_relayplugin_v1_plugin_proto_msgTypes[7].OneofWrappers = []any{
+	file_relayplugin_v1_plugin_proto_msgTypes[1].OneofWrappers = []any{
+		(*AuthenticateResponse_Identity)(nil),
+		(*AuthenticateResponse_Refuse)(nil),
+		(*AuthenticateResponse_Error)(nil),
+	}
+	file_relayplugin_v1_plugin_proto_msgTypes[10].OneofWrappers = []any{
 		(*HandleResponse_Messages)(nil),
 		(*HandleResponse_Drop)(nil),
 		(*HandleResponse_Reject)(nil),
@@ -897,7 +1197,7 @@ func file_relayplugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_relayplugin_v1_plugin_proto_rawDesc), len(file_relayplugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

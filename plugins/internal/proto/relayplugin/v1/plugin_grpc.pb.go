@@ -30,9 +30,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Plugin_Configure_FullMethodName = "/relayplugin.v1.Plugin/Configure"
-	Plugin_Describe_FullMethodName  = "/relayplugin.v1.Plugin/Describe"
-	Plugin_Handle_FullMethodName    = "/relayplugin.v1.Plugin/Handle"
+	Plugin_Configure_FullMethodName    = "/relayplugin.v1.Plugin/Configure"
+	Plugin_Describe_FullMethodName     = "/relayplugin.v1.Plugin/Describe"
+	Plugin_Handle_FullMethodName       = "/relayplugin.v1.Plugin/Handle"
+	Plugin_Authenticate_FullMethodName = "/relayplugin.v1.Plugin/Authenticate"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -52,6 +53,11 @@ type PluginClient interface {
 	// never holds up another. Each sender waits for its answer before its
 	// next message, which keeps the order per sender.
 	Handle(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HandleRequest, HandleResponse], error)
+	// Authenticate decides on one connection when an env uses the plugin as
+	// its auth provider (auth: {provider: plugin, plugin: {name: NAME}}):
+	// before the WebSocket upgrade, and again for each relay.refresh. Only
+	// such plugins need it; the others may leave it unimplemented.
+	Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateResponse, error)
 }
 
 type pluginClient struct {
@@ -95,6 +101,16 @@ func (c *pluginClient) Handle(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_HandleClient = grpc.BidiStreamingClient[HandleRequest, HandleResponse]
 
+func (c *pluginClient) Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthenticateResponse)
+	err := c.cc.Invoke(ctx, Plugin_Authenticate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PluginServer is the server API for Plugin service.
 // All implementations must embed UnimplementedPluginServer
 // for forward compatibility.
@@ -112,6 +128,11 @@ type PluginServer interface {
 	// never holds up another. Each sender waits for its answer before its
 	// next message, which keeps the order per sender.
 	Handle(grpc.BidiStreamingServer[HandleRequest, HandleResponse]) error
+	// Authenticate decides on one connection when an env uses the plugin as
+	// its auth provider (auth: {provider: plugin, plugin: {name: NAME}}):
+	// before the WebSocket upgrade, and again for each relay.refresh. Only
+	// such plugins need it; the others may leave it unimplemented.
+	Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateResponse, error)
 	mustEmbedUnimplementedPluginServer()
 }
 
@@ -130,6 +151,9 @@ func (UnimplementedPluginServer) Describe(context.Context, *DescribeRequest) (*D
 }
 func (UnimplementedPluginServer) Handle(grpc.BidiStreamingServer[HandleRequest, HandleResponse]) error {
 	return status.Error(codes.Unimplemented, "method Handle not implemented")
+}
+func (UnimplementedPluginServer) Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Authenticate not implemented")
 }
 func (UnimplementedPluginServer) mustEmbedUnimplementedPluginServer() {}
 func (UnimplementedPluginServer) testEmbeddedByValue()                {}
@@ -195,6 +219,24 @@ func _Plugin_Handle_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_HandleServer = grpc.BidiStreamingServer[HandleRequest, HandleResponse]
 
+func _Plugin_Authenticate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthenticateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).Authenticate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_Authenticate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).Authenticate(ctx, req.(*AuthenticateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Plugin_ServiceDesc is the grpc.ServiceDesc for Plugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -209,6 +251,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Describe",
 			Handler:    _Plugin_Describe_Handler,
+		},
+		{
+			MethodName: "Authenticate",
+			Handler:    _Plugin_Authenticate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
