@@ -57,6 +57,7 @@ type Limits struct {
 	MaxConnections         int           `yaml:"max_connections" doc:"Open WebSocket connections this process accepts; more get HTTP 503. 0 disables." default:"50000"`
 	MaxConnectionsPerToken int           `yaml:"max_connections_per_token" doc:"Envs connected at once for one token; more get close 4504. 0 disables." default:"16"`
 	MaxConnectionsPerIP    int           `yaml:"max_connections_per_ip" doc:"Open connections from one client IP; more get HTTP 429. 0 disables (the default: behind Cloud Run or the WeChat gateway many users share an address)." default:"0"`
+	Memory                 int64         `yaml:"memory" doc:"Memory budget of the process, in bytes. It is the Go runtime's soft memory limit; the history may hold half of it (never more than history.max_bytes) and the send queues of all connections together a quarter, past which the connections with the most bytes queued are closed with 4008; above 90% of it /readyz answers 503. 0: 75% of the limit of the memory cgroup relay runs in (a container's or Cloud Run's memory limit), or no budget when there is none. -1: no budget." default:"0"`
 }
 
 // Heartbeat detects peers that vanished without closing.
@@ -70,7 +71,7 @@ type History struct {
 	Size      int           `yaml:"size" doc:"Messages kept per token. 0 turns history off: no resume, no dedupe of client ids." default:"256"`
 	TTL       time.Duration `yaml:"ttl" doc:"How long a message stays resumable." default:"5m"`
 	MaxTokens int           `yaml:"max_tokens" doc:"Tokens whose history is held at once; past it the least recently used idle token is forgotten." default:"100000"`
-	MaxBytes  int64         `yaml:"max_bytes" doc:"Bytes of history held in all; past it each publish trims its own token's oldest messages." default:"268435456"`
+	MaxBytes  int64         `yaml:"max_bytes" doc:"Memory the history may hold in all tokens together, counted as what it really takes (message structs, their bytes, the id index), and never more than half of limits.memory. Past it the history of idle tokens (no session connected to this instance) goes first, least recently used first, then the oldest messages of busy tokens; a client resuming from before a dropped message gets resumed:false." default:"268435456"`
 }
 
 // Backplane types.

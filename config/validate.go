@@ -17,6 +17,7 @@ const (
 	minFrameBytes = 64
 	maxFrameBytes = 16 << 20
 	maxShutdown   = time.Hour
+	minMemory     = 16 << 20
 )
 
 // Validate reports every problem in c at once, each with its YAML path. A
@@ -107,6 +108,12 @@ func (c *Config) problems() Problems {
 		if limit.n < 0 {
 			add(limit.path, "must be at least 0 (0 disables the cap), got %d", limit.n)
 		}
+	}
+
+	if l.Memory < -1 {
+		add("limits.memory", "must be a number of bytes, 0 (a share of the memory cgroup limit) or -1 (no budget), got %d", l.Memory)
+	} else if l.Memory > 0 && l.Memory < minMemory {
+		add("limits.memory", "must be at least %d (16 MiB) when set, got %d", minMemory, l.Memory)
 	}
 
 	h := c.Heartbeat

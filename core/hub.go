@@ -30,6 +30,7 @@ type Hub struct {
 	seed     maphash.Seed
 	shards   [64]hubShard
 	open     atomic.Int64 // upgrades admitted by the guard and not yet ended
+	queues   queueBudget  // bytes queued for all sessions together
 	nextID   atomic.Uint64
 	instance string
 

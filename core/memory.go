@@ -18,10 +18,15 @@ type MemoryBackplane struct {
 	seed   maphash.Seed
 	shards [64]memoryShard
 
-	bytes     atomic.Int64
+	bytes     atomic.Int64 // memory the history holds: see retainedSize
 	messages  atomic.Int64
 	tokens    atomic.Int64
 	evictions atomic.Int64
+	trimmed   atomic.Int64 // messages dropped to stay within the byte budget
+
+	// reclaim is held by the one publisher that brings the history back
+	// within history.max_bytes.
+	reclaim sync.Mutex
 
 	stop chan struct{}
 	done chan struct{}
@@ -68,12 +73,13 @@ func NewMemoryBackplane(opts config.History) *MemoryBackplane {
 
 // MemoryStats describe what the history holds.
 type MemoryStats struct {
-	Tokens, Messages, Bytes, Evictions int64
+	Tokens, Messages, Bytes, Evictions, Trimmed int64
 }
 
 // Stats returns the history's current size.
 func (b *MemoryBackplane) Stats() MemoryStats {
-	return MemoryStats{Tokens: b.tokens.Load(), Messages: b.messages.Load(), Bytes: b.bytes.Load(), Evictions: b.evictions.Load()}
+	return MemoryStats{Tokens: b.tokens.Load(), Messages: b.messages.Load(), Bytes: b.bytes.Load(),
+		Evictions: b.evictions.Load(), Trimmed: b.trimmed.Load()}
 }
 
 func (b *MemoryBackplane) shard(token string) *memoryShard {
@@ -98,6 +104,7 @@ func (b *MemoryBackplane) topic(token string, create bool) *memoryTopic {
 			t = &memoryTopic{seq: start, base: start, evicted: start, used: b.now()}
 			sh.topics[token] = t
 			b.tokens.Add(1)
+			b.bytes.Add(topicSize(token))
 		}
 		sh.mu.Unlock()
 		t.mu.Lock()
@@ -141,6 +148,7 @@ func (b *MemoryBackplane) removeLocked(sh *memoryShard, token string, t *memoryT
 		b.dropOldest(t)
 	}
 	b.tokens.Add(-1)
+	b.bytes.Add(-topicSize(token))
 }
 
 func (b *MemoryBackplane) Publish(_ context.Context, batch []*Message) (PublishResult, error) {
@@ -149,14 +157,28 @@ func (b *MemoryBackplane) Publish(_ context.Context, batch []*Message) (PublishR
 	}
 	first := batch[0]
 	t := b.topic(first.Token, true)
-	defer t.mu.Unlock()
+	res, over := b.publishLocked(t, batch)
+	t.mu.Unlock()
+	if over {
+		// One publisher reclaims; the others go on unless the history is
+		// far over its budget, so that a reclaim never delays everyone.
+		b.reclaimBytes(b.opts.MaxBytes/10*9, b.bytes.Load() > b.opts.MaxBytes+b.opts.MaxBytes/10)
+	}
+	return res, nil
+}
+
+// publishLocked assigns seqs to batch, keeps it in t's history and hands
+// it to t's subscribers; it reports whether the history is now over its
+// byte budget. t is locked.
+func (b *MemoryBackplane) publishLocked(t *memoryTopic, batch []*Message) (PublishResult, bool) {
+	first := batch[0]
 	now := b.now()
 	b.expire(t, now)
 	var idKey string
 	if first.ID != "" && b.opts.Size > 0 {
 		idKey = first.From + "\x00" + first.ID
 		if seq, ok := t.ids[idKey]; ok {
-			return PublishResult{Seq: seq, Duplicate: true}, nil
+			return PublishResult{Seq: seq, Duplicate: true}, false
 		}
 	}
 	for _, m := range batch {
@@ -177,22 +199,22 @@ func (b *MemoryBackplane) Publish(_ context.Context, batch []*Message) (PublishR
 		}
 		t.ids[idKey] = t.seq
 		// The id lives as long as the batch's last message is retained.
-		t.entries[len(t.entries)-1].idKey = idKey
+		e := &t.entries[len(t.entries)-1]
+		e.idKey = idKey
+		e.size += idSize(idKey)
+		b.bytes.Add(idSize(idKey))
 	}
 	t.used = now
-	return PublishResult{Seq: t.seq}, nil
+	return PublishResult{Seq: t.seq}, b.bytes.Load() > b.opts.MaxBytes
 }
 
 // retain appends m to t's history and trims it to the configured bounds.
 func (b *MemoryBackplane) retain(t *memoryTopic, m *Message, now time.Time) {
-	size := int64(len(m.Type) + len(m.Data) + len(m.seed) + len(m.ID) + len(m.From) + 96)
+	size := retainedSize(m)
 	t.entries = append(t.entries, historyEntry{m: m, at: now, size: size})
 	b.bytes.Add(size)
 	b.messages.Add(1)
 	for len(t.entries)-t.head > b.opts.Size {
-		b.dropOldest(t)
-	}
-	for b.bytes.Load() > b.opts.MaxBytes && len(t.entries)-t.head > 1 {
 		b.dropOldest(t)
 	}
 }

@@ -110,9 +110,41 @@ func (m *Metrics) registerHistory(stats func() MemoryStats) {
 	m.Registry.MustRegister(
 		gauge("relay_history_tokens", "Tokens with history held.", func(s MemoryStats) int64 { return s.Tokens }),
 		gauge("relay_history_messages", "Messages held in history.", func(s MemoryStats) int64 { return s.Messages }),
-		gauge("relay_history_bytes", "Approximate bytes of history held.", func(s MemoryStats) int64 { return s.Bytes }),
+		gauge("relay_history_bytes", "Memory the history holds: messages, their bytes and the id index.", func(s MemoryStats) int64 { return s.Bytes }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_history_evictions_total",
 			Help: "Idle tokens forgotten to stay within history.max_tokens."},
 			func() float64 { return float64(stats().Evictions) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_history_trimmed_total",
+			Help: "Messages dropped from the history to stay within its byte budget (idle tokens first) or under memory pressure."},
+			func() float64 { return float64(stats().Trimmed) }),
+	)
+}
+
+// registerMemory exports the memory budget, what is in use, and what the
+// send queues of all sessions hold.
+func (m *Metrics) registerMemory(s *Server) {
+	gauge := func(name, help string, value func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, value)
+	}
+	q := &s.hub.queues
+	m.Registry.MustRegister(
+		gauge("relay_memory_budget_bytes", "The memory budget (limits.memory, or a share of the cgroup limit); 0: none.",
+			func() float64 { return float64(s.budget.Limit) }),
+		gauge("relay_memory_in_use_bytes", "Memory relay needs: what the Go runtime holds from the OS, with the heap counted as what the last collection found live.",
+			func() float64 { return float64(memoryInUse()) }),
+		gauge("relay_memory_pressure", "1 while memory use is above 90% of the budget: /readyz answers 503 and relay sheds.",
+			func() float64 {
+				if s.pressure.Load() {
+					return 1
+				}
+				return 0
+			}),
+		gauge("relay_send_queue_bytes", "Bytes queued or being written to all connections together.",
+			func() float64 { return float64(q.bytes.Load()) }),
+		gauge("relay_send_queue_budget_bytes", "Bytes all send queues may hold together (a quarter of the memory budget); 0: no bound.",
+			func() float64 { return float64(q.limit.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_send_queue_shed_total",
+			Help: "Connections closed with 4008 because the send queues together were over their budget (the widest first)."},
+			func() float64 { return float64(q.shed.Load()) }),
 	)
 }

@@ -53,12 +53,16 @@ type Server struct {
 	// credential has to send it as a relay.auth frame (nanoseconds; tests
 	// shorten it).
 	firstFrameTimeout atomic.Int64
+	ctx               context.Context // ends with Shutdown: background work stops
 	stop              context.CancelFunc
 	bgDone            sync.WaitGroup
 
 	// nil: auth is configured but SetAuth was not called (every connection
 	// is refused). Atomic because tests set it while the listener runs.
 	auth atomic.Pointer[auth.Set]
+
+	budget   MemoryBudget
+	pressure atomic.Bool // memory use above the budget's high-water mark
 
 	ipMu    sync.Mutex
 	ipConns map[string]int
@@ -126,8 +130,9 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	if stats, ok := bp.(interface{ Stats() MemoryStats }); ok {
 		metrics.registerHistory(stats.Stats)
 	}
+	metrics.registerMemory(s)
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.hub.heartbeat(ctx) }()
 	return s
@@ -232,6 +237,11 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	// accept messages: load balancers should send new clients elsewhere.
 	if r, ok := s.hub.bp.(interface{ Ready() bool }); ok && !r.Ready() {
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "backplane unavailable"})
+	}
+	// Near its memory budget the instance should get no new connections;
+	// those it has keep working (see SetMemoryBudget).
+	if s.pressure.Load() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "memory pressure"})
 	}
 	if a := s.auth.Load(); a != nil {
 		// A JWKS URL that fails is reported; only with no key at all does

@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -68,14 +69,18 @@ type Session struct {
 	overStart time.Time     // window in which refused messages are counted toward 4029
 	overCount int
 
-	mu      sync.Mutex
-	logged  *rate.Limiter // refusal log lines; nil until the first refusal
-	unlog   int           // refusals not logged since the last logged one
-	queue   []outFrame
-	queued  int // bytes in queue
-	writing bool
-	closing bool
-	writer  sync.WaitGroup
+	mu     sync.Mutex
+	logged *rate.Limiter // refusal log lines; nil until the first refusal
+	unlog  int           // refusals not logged since the last logged one
+	queue  []outFrame
+	queued int // bytes in queue
+	// Bytes the writer took from the queue and is writing, for the queue
+	// budget's choice of whom to shed (int32 fits the padding before the
+	// flags: an idle session must not grow).
+	inflight int32
+	writing  bool
+	closing  bool
+	writer   sync.WaitGroup
 
 	pub *publisher // nil until the first message through a BatchPublisher
 
@@ -121,6 +126,11 @@ func (s *Session) enqueueLocked(f outFrame) (overflow bool) {
 	// A frame larger than the byte bound still goes out alone: a message
 	// the relay accepted must never make its receiver unable to catch up.
 	if len(s.queue) > 0 && (len(s.queue) >= limits.SendQueue || s.queued+len(f.data) > limits.SendQueueBytes) {
+		return true
+	}
+	if !s.hub.queues.add(s.hub, len(f.data), len(s.queue) > 0) {
+		s.hub.metrics.drops.WithLabelValues("queue_budget").Inc()
+		s.hub.queues.shed.Add(1)
 		return true
 	}
 	s.queue = append(s.queue, f)
@@ -234,7 +244,7 @@ func (s *Session) closeWith(code int) {
 	s.wakeReplayLocked()
 	s.wakeAnswersLocked()
 	if code == CloseSlowConsumer {
-		s.queue, s.queued = nil, 0
+		s.dropQueueLocked()
 	}
 	s.queue = append(s.queue, outFrame{data: websocket.FormatCloseMessage(code, closeReasons[code]), op: opClose})
 	s.startWriterLocked()
@@ -246,17 +256,26 @@ func (s *Session) writeLoop() {
 	var spare []outFrame
 	for {
 		s.mu.Lock()
+		s.inflight = 0 // the last batch is written
 		batch := s.queue
 		if len(batch) == 0 {
 			s.writing = false
 			s.mu.Unlock()
 			return
 		}
+		// The batch's bytes count toward the queue budget until written.
+		taken := s.queued
 		s.queue, s.queued = spare[:0], 0
+		s.inflight = int32(min(taken, math.MaxInt32))
 		s.wakeReplayLocked()
 		s.wakeAnswersLocked()
 		s.mu.Unlock()
-		if !s.writeBatch(batch) {
+		ok := s.writeBatch(batch)
+		s.hub.queues.release(taken)
+		if !ok {
+			s.mu.Lock()
+			s.inflight = 0
+			s.mu.Unlock()
 			return
 		}
 		clear(batch)
@@ -353,10 +372,16 @@ func appendFrame(dst []byte, opcode byte, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// dropQueueLocked forgets what is queued and not yet taken by the writer.
+func (s *Session) dropQueueLocked() {
+	s.hub.queues.release(s.queued)
+	s.queue, s.queued = nil, 0
+}
+
 func (s *Session) stopWriting() {
 	s.mu.Lock()
 	s.closing = true
-	s.queue, s.queued = nil, 0
+	s.dropQueueLocked()
 	s.writing = false
 	s.wakeReplayLocked()
 	s.wakeAnswersLocked()
@@ -420,7 +445,7 @@ func (s *Session) run() {
 	}
 	s.mu.Lock()
 	s.closing = true
-	s.queue, s.queued = nil, 0
+	s.dropQueueLocked()
 	s.wakeReplayLocked()
 	s.wakeAnswersLocked()
 	replay := s.replay

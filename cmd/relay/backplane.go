@@ -14,9 +14,12 @@ import (
 // one). A Redis backplane fails here when Redis cannot be reached, so that
 // serve fails instead of running alone. The Redis one has Ready() bool
 // for /readyz.
-func newBackplane(ctx context.Context, cfg *config.Config, log *slog.Logger) (core.Backplane, error) {
+func newBackplane(ctx context.Context, cfg *config.Config, budget core.MemoryBudget, log *slog.Logger) (core.Backplane, error) {
 	if cfg.Backplane.Type != config.BackplaneRedis {
-		return core.NewMemoryBackplane(cfg.History), nil
+		// The history held in this process is part of its memory budget.
+		hist := cfg.History
+		hist.MaxBytes = budget.HistoryBytes(hist.MaxBytes)
+		return core.NewMemoryBackplane(hist), nil
 	}
 	bp, err := redisbp.New(ctx, cfg.Backplane, redisbp.Options{History: cfg.History, Log: log})
 	if err != nil {

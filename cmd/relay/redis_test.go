@@ -111,7 +111,7 @@ func TestNewBackplaneByType(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	cfg := config.Default()
-	bp, err := newBackplane(ctx, cfg, log)
+	bp, err := newBackplane(ctx, cfg, core.MemoryBudget{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestNewBackplaneByType(t *testing.T) {
 
 	redis := redistest.Start(t)
 	cfg.Backplane = config.Backplane{Type: config.BackplaneRedis, URL: redis.URL(), Prefix: "nb"}
-	bp, err = newBackplane(ctx, cfg, log)
+	bp, err = newBackplane(ctx, cfg, core.MemoryBudget{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestNewBackplaneByType(t *testing.T) {
 	// Redis unreachable at start: serve must fail, naming the address.
 	redis.Kill()
 	start := time.Now()
-	if _, err := newBackplane(ctx, cfg, log); err == nil || !strings.Contains(err.Error(), redis.Addr()) {
+	if _, err := newBackplane(ctx, cfg, core.MemoryBudget{}, log); err == nil || !strings.Contains(err.Error(), redis.Addr()) {
 		t.Fatalf("newBackplane without Redis: %v", err)
 	}
 	if d := time.Since(start); d > 6*time.Second {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -142,7 +143,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg.Log.TokenSecret != "" {
 		core.SetTokenIDKey([]byte(cfg.Log.TokenSecret))
 	}
-	backplane, err := newBackplane(ctx, cfg, log)
+	budget := applyMemoryBudget(cfg, log)
+	backplane, err := newBackplane(ctx, cfg, budget, log)
 	if err != nil {
 		return err
 	}
@@ -159,6 +161,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer authSet.Close()
 	warnOpenListener(log, ln.Addr(), authSet)
 	srv := core.NewServer(cfg, log, backplane)
+	srv.SetMemoryBudget(budget)
 	srv.SetAuth(authSet)
 	pipeline, err := buildPipeline(ctx, cfg, configPathOf(source, path), log, srv.Metrics())
 	if err != nil {
@@ -207,6 +210,25 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
 	return nil
+}
+
+// applyMemoryBudget resolves limits.memory and makes it the Go runtime's
+// soft memory limit, so that the garbage collector works harder as the
+// budget nears instead of letting the heap double. A GOMEMLIMIT set in the
+// environment is the operator's word and stays.
+func applyMemoryBudget(cfg *config.Config, log *slog.Logger) core.MemoryBudget {
+	budget := core.ResolveMemoryBudget(cfg.Limits.Memory)
+	if budget.Limit <= 0 {
+		log.Info("no memory budget", "source", budget.Source)
+		return budget
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(budget.Limit)
+	}
+	log.Info("memory budget", "bytes", budget.Limit, "source", budget.Source,
+		"history_bytes", budget.HistoryBytes(cfg.History.MaxBytes), "send_queue_bytes", budget.QueueBytes(),
+		"go_memory_limit", debug.SetMemoryLimit(-1))
+	return budget
 }
 
 // configDir is where relative file names of the config start from.

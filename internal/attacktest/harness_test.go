@@ -19,7 +19,7 @@ import (
 func TestHarnessSeesAnOOMKill(t *testing.T) {
 	r := attacktest.Start(t, attacktest.Options{MemoryLimit: 40 << 20, Config: `
 listen: "127.0.0.1:0"
-limits: {messages_per_second: 0}
+limits: {messages_per_second: 0, memory: -1}
 history: {size: 100000, max_bytes: 4294967296, ttl: 1h}
 `})
 	pair := attacktest.StartPair(t, r, 10*time.Millisecond)
