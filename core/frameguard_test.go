@@ -15,30 +15,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/pairrelay/relay/config"
+	"github.com/pairrelay/relay/internal/attacktest"
 )
-
-// clientFrame encodes a masked client frame (RFC 6455 §5.2).
-func clientFrame(final bool, opcode byte, payload []byte) []byte {
-	b0 := opcode
-	if final {
-		b0 |= 0x80
-	}
-	f := []byte{b0}
-	switch n := len(payload); {
-	case n < 126:
-		f = append(f, 0x80|byte(n))
-	case n <= 0xffff:
-		f = append(f, 0x80|126, byte(n>>8), byte(n))
-	default:
-		f = append(f, 0x80|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	key := [4]byte{0x12, 0x34, 0x56, 0x78}
-	f = append(f, key[:]...)
-	for i, c := range payload {
-		f = append(f, c^key[i%4])
-	}
-	return f
-}
 
 // fragmented splits text into n frames: a text frame and n-1 continuations.
 func fragmented(text string, n int) []byte {
@@ -50,7 +28,7 @@ func fragmented(text string, n int) []byte {
 		if i == 0 {
 			op = 0x1
 		}
-		out = append(out, clientFrame(i == n-1, op, []byte(text[lo:hi]))...)
+		out = append(out, attacktest.ClientFrame(i == n-1, op, []byte(text[lo:hi]))...)
 	}
 	return out
 }
@@ -87,9 +65,9 @@ func TestFragmentsUpToTheCapMakeOneMessage(t *testing.T) {
 	c.writeRaw(fragmented(`{"type":"parts","data":"abcdefghijklmnopqrstuvwxyz"}`, 8))
 	// A ping between fragments does not end the message.
 	var b []byte
-	b = append(b, clientFrame(false, 0x1, []byte(`{"type":"pinged",`))...)
-	b = append(b, clientFrame(true, 0x9, []byte("p"))...)
-	b = append(b, clientFrame(true, 0x0, []byte(`"data":1}`))...)
+	b = append(b, attacktest.ClientFrame(false, 0x1, []byte(`{"type":"pinged",`))...)
+	b = append(b, attacktest.ClientFrame(true, 0x9, []byte("p"))...)
+	b = append(b, attacktest.ClientFrame(true, 0x0, []byte(`"data":1}`))...)
 	c.writeRaw(b)
 	if got := peer.readType("parts"); got["data"] != "abcdefghijklmnopqrstuvwxyz" {
 		t.Fatalf("peer got %v", got)
@@ -114,16 +92,16 @@ func TestTooManyFragmentsClose1008(t *testing.T) {
 func TestEmptyContinuationFloodIsCut(t *testing.T) {
 	r := startRelay(t)
 	c, _ := r.v1("flood", "h5")
-	flood := clientFrame(false, 0x1, []byte(`{"type":`))
+	flood := attacktest.ClientFrame(false, 0x1, []byte(`{"type":`))
 	for len(flood) < 64<<10 {
-		flood = append(flood, clientFrame(false, 0x0, nil)...)
+		flood = append(flood, attacktest.ClientFrame(false, 0x0, nil)...)
 	}
 	errc := make(chan error, 1)
 	go func() {
 		// Keep sending until the relay hangs up.
 		w := c.conn.NetConn()
 		_, err := w.Write(flood)
-		empty := bytes.Repeat(clientFrame(false, 0x0, nil), 4096)
+		empty := bytes.Repeat(attacktest.ClientFrame(false, 0x0, nil), 4096)
 		for err == nil {
 			_, err = w.Write(empty)
 		}
@@ -151,9 +129,9 @@ func TestPipelinedFramesAreWatchedToo(t *testing.T) {
 	// The fragments' payload holds a blank line too, which must not hide
 	// the frames after it.
 	msg := []byte(req)
-	msg = append(msg, clientFrame(false, 0x1, []byte("{\r\n\r\n"))...)
+	msg = append(msg, attacktest.ClientFrame(false, 0x1, []byte("{\r\n\r\n"))...)
 	for i := 0; i < 10; i++ {
-		msg = append(msg, clientFrame(false, 0x0, []byte(" "))...)
+		msg = append(msg, attacktest.ClientFrame(false, 0x0, []byte(" "))...)
 	}
 	if _, err := nc.Write(msg); err != nil {
 		t.Fatal(err)
@@ -201,7 +179,7 @@ func TestPipelinedFramesAreWatchedToo(t *testing.T) {
 func TestUnfinishedMessageTimesOut(t *testing.T) {
 	r := startRelay(t, func(c *config.Config) { c.Limits.MessageTimeout = 300 * time.Millisecond })
 	c, _ := r.v1("slow", "h5")
-	c.writeRaw(clientFrame(false, 0x1, []byte(`{"type":`)))
+	c.writeRaw(attacktest.ClientFrame(false, 0x1, []byte(`{"type":`)))
 	stop := make(chan struct{})
 	pinged := make(chan struct{})
 	go func() {
@@ -212,7 +190,7 @@ func TestUnfinishedMessageTimesOut(t *testing.T) {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			if _, err := c.conn.NetConn().Write(clientFrame(true, 0x9, nil)); err != nil {
+			if _, err := c.conn.NetConn().Write(attacktest.ClientFrame(true, 0x9, nil)); err != nil {
 				return
 			}
 		}
@@ -234,9 +212,9 @@ func TestFinishedSlowMessageRestoresTheDeadline(t *testing.T) {
 	c, _ := r.v1("slowok", "h5")
 	peer, _ := r.v1("slowok", "miniapp")
 	c.readType("relay.presence")
-	c.writeRaw(clientFrame(false, 0x1, []byte(`{"type":`)))
+	c.writeRaw(attacktest.ClientFrame(false, 0x1, []byte(`{"type":`)))
 	time.Sleep(50 * time.Millisecond)
-	c.writeRaw(clientFrame(true, 0x0, []byte(`"first"}`)))
+	c.writeRaw(attacktest.ClientFrame(true, 0x0, []byte(`"first"}`)))
 	peer.readType("first")
 	time.Sleep(400 * time.Millisecond) // twice message_timeout, idle
 	c.send(`{"type":"second"}`)
@@ -247,7 +225,7 @@ func TestFinishedSlowMessageRestoresTheDeadline(t *testing.T) {
 func TestPingFloodEndsIn4029(t *testing.T) {
 	r := startRelay(t, func(c *config.Config) { c.Limits.MessagesPerSecond, c.Limits.Burst = 10, 10 })
 	c, _ := r.v1("pings", "h5")
-	pings := bytes.Repeat(clientFrame(true, 0x9, []byte("x")), 100)
+	pings := bytes.Repeat(attacktest.ClientFrame(true, 0x9, []byte("x")), 100)
 	c.writeRaw(pings)
 	c.expectClose(CloseTooMany)
 }
@@ -263,7 +241,7 @@ func TestGuardSeesFramesSentWithTheAuthFrame(t *testing.T) {
 	r.secrets = append(r.secrets, tok)
 	r.testRelay.t = t
 	c := r.dial("v=1&env=h5") // the credential comes as the first frame
-	frames := clientFrame(true, 0x1, []byte(`{"type":"relay.auth","data":{"token":"`+tok+`"}}`))
+	frames := attacktest.ClientFrame(true, 0x1, []byte(`{"type":"relay.auth","data":{"token":"`+tok+`"}}`))
 	frames = append(frames, fragmented(`{"type":"parts","data":"abcdefghijklmnopqrstuvwxyz"}`, 9)...)
 	c.writeRaw(frames)
 	c.expectCloseText(ClosePolicy, "too many fragments")

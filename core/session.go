@@ -161,6 +161,7 @@ func (s *Session) sendAnswer(frame []byte) {
 	if !s.resuming || s.replay != nil {
 		limits := &s.hub.cfg.Limits
 		var timeout <-chan time.Time
+	wait:
 		for !s.closing && s.writing && len(s.queue) > 0 &&
 			(len(s.queue) >= limits.SendQueue || s.queued+len(frame) > limits.SendQueueBytes) {
 			if timeout == nil {
@@ -173,15 +174,18 @@ func (s *Session) sendAnswer(frame []byte) {
 			s.mu.Unlock()
 			select {
 			case <-drained:
+				s.mu.Lock()
 			case <-timeout:
-				s.push(nil, frame) // overflows: a slow consumer after all
-				return
+				s.mu.Lock()
+				break wait // queued below, it overflows: a slow consumer after all
 			}
-			s.mu.Lock()
 		}
 	}
+	overflow := s.pushLocked(nil, frame)
 	s.mu.Unlock()
-	s.push(nil, frame)
+	if overflow {
+		s.slowConsumer()
+	}
 }
 
 // wakeAnswersLocked releases an answer waiting for room in the queue.
@@ -197,22 +201,27 @@ func (s *Session) wakeAnswersLocked() {
 // does a system frame until relay.hello is queued.
 func (s *Session) push(m *Message, frame []byte) {
 	s.mu.Lock()
-	var overflow bool
-	switch {
-	case !s.resuming || (m == nil && s.replay != nil):
-		overflow = s.enqueueLocked(outFrame{data: frame, op: opText})
-	case m != nil && len(s.pending) >= s.hub.cfg.Limits.SendQueue:
-		s.pendingLost = true
-	default:
-		overflow = m == nil && len(s.pending) >= s.hub.cfg.Limits.SendQueue
-		if !overflow {
-			s.pending = append(s.pending, pendingFrame{m: m, frame: frame})
-		}
-	}
+	overflow := s.pushLocked(m, frame)
 	s.mu.Unlock()
 	if overflow {
 		s.slowConsumer()
 	}
+}
+
+// pushLocked is push with s.mu held; it reports whether the queue
+// overflowed (the caller then closes the session, outside the lock).
+func (s *Session) pushLocked(m *Message, frame []byte) (overflow bool) {
+	switch {
+	case !s.resuming || (m == nil && s.replay != nil):
+		return s.enqueueLocked(outFrame{data: frame, op: opText})
+	case m != nil && len(s.pending) >= s.hub.cfg.Limits.SendQueue:
+		s.pendingLost = true
+		return false
+	case m == nil && len(s.pending) >= s.hub.cfg.Limits.SendQueue:
+		return true
+	}
+	s.pending = append(s.pending, pendingFrame{m: m, frame: frame})
+	return false
 }
 
 // encode returns the frame s's wire makes of m.
