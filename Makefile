@@ -48,7 +48,7 @@ bench: build
 
 # Regenerate docs/config.md, docs/handlers/ and relay.schema.json from the code.
 docs:
-	$(GO) run ./cmd/relay docs
+	$(GO) run ./cmd/relay docs -o .
 
 # Regenerate the plugin protocol's Go code (committed; needs protoc: apt-get
 # install -y protobuf-compiler libprotobuf-dev).
