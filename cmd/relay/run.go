@@ -18,7 +18,7 @@ import (
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
-	_ "github.com/pairrelay/relay/plugins" // registers the plugin handler
+	_ "github.com/pairrelay/relay/plugins"  // registers the plugin handler
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
