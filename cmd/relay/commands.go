@@ -36,6 +36,7 @@ func init() {
 	commands = []*command{
 		serveCommand,
 		checkCommand,
+		testCommand,
 		{
 			name:     "handlers",
 			synopsis: "",
