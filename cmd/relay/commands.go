@@ -37,6 +37,7 @@ func init() {
 		serveCommand,
 		checkCommand,
 		testCommand,
+		typesCommand,
 		{
 			name:     "handlers",
 			synopsis: "",
