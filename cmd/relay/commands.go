@@ -38,6 +38,7 @@ func init() {
 		checkCommand,
 		testCommand,
 		typesCommand,
+		pluginCommand,
 		{
 			name:     "handlers",
 			synopsis: "",

@@ -575,7 +575,10 @@ func checkOutputs(st testStep, route string, out []*core.Message, envs []string)
 	want := *st.Output
 	var diffs []string
 	if len(want) != len(out) {
-		lines := []string{fmt.Sprintf("want %s, got %s by %s:", countOutputs(len(want)), countOutputs(len(out)), routeName(route))}
+		lines := []string{fmt.Sprintf("want %s, got %s by %s", countOutputs(len(want)), countOutputs(len(out)), routeName(route))}
+		if len(out) > 0 {
+			lines[0] += ":"
+		}
 		for i := range got {
 			lines = append(lines, fmt.Sprintf("  %d. %s", i+1, describeOutput(got[i])))
 		}
