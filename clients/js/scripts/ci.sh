@@ -32,4 +32,7 @@ fi
 npm ci --no-audit --no-fund
 npm test
 npm run test:types
+# The SDKs used from this checkout as the READMEs say (file: and npm pack,
+# Go replace and workspace), in a temporary directory.
+../../scripts/from-checkout.sh
 npm run test:e2e
