@@ -45,7 +45,7 @@ func TestRouteTestsFailWithDiffs(t *testing.T) {
 		t.Errorf("relay test fail.test.yaml: exit %d, stderr %q", code, errOut)
 	}
 	got := timestamps.ReplaceAllString(out, "<ms>")
-	golden := "testdata/routetest/fail.out"
+	golden := "testdata/routetest/fail.golden"
 	if *updateGolden {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
