@@ -136,6 +136,7 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 		metrics.registerHistory(stats.Stats)
 	}
 	metrics.registerMemory(s)
+	metrics.registerBackplane(bp)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
