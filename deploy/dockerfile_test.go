@@ -298,19 +298,61 @@ func TestPluginDockerfiles(t *testing.T) {
 					}
 				}
 			}
-			// The Go plugin's build stage builds a package that exists.
+			// The Go plugin's build stage builds a package that exists; built
+			// the same way into a copy of the image's layout, relay starts it
+			// from the baked-in relay.yaml (relay check starts every plugin).
 			for _, st := range df.stages {
 				for _, in := range st.all("RUN") {
 					f := strings.Fields(in.args)
-					if pkg := f[len(f)-1]; strings.Contains(in.args, "go build") && strings.HasPrefix(pkg, "./") {
-						if _, err := os.Stat(filepath.Join(root, pkg, "main.go")); err != nil {
-							t.Errorf("%s:%d: go build %s: %v", tc.file, in.line, pkg, err)
+					pkg := f[len(f)-1]
+					if !strings.Contains(in.args, "go build") || !strings.HasPrefix(pkg, "./") {
+						continue
+					}
+					out := ""
+					for i := range f[:len(f)-1] {
+						if f[i] == "-o" {
+							out = f[i+1]
 						}
+					}
+					image := t.TempDir()
+					dest := finalCopyDest(final, out)
+					if dest == "" {
+						t.Fatalf("%s:%d: the final stage does not copy %s", tc.file, in.line, out)
+					}
+					build := exec.Command("go", "build", "-o", filepath.Join(image, dest), pkg)
+					build.Dir = root
+					if msg, err := build.CombinedOutput(); err != nil {
+						t.Fatalf("%s:%d: go build %s: %v\n%s", tc.file, in.line, pkg, err, msg)
+					}
+					text, err := os.ReadFile(tc.config)
+					if err != nil {
+						t.Fatal(err)
+					}
+					rooted := strings.ReplaceAll(string(text), "command: /", "command: "+image+"/")
+					conf := filepath.Join(image, "relay.yaml")
+					if err := os.WriteFile(conf, []byte(rooted), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					check := exec.Command(relayBin, "check", "-c", conf)
+					check.Env = append(os.Environ(), "PORT=")
+					if msg, err := check.CombinedOutput(); err != nil {
+						t.Errorf("relay check of %s in the image's layout: %v\n%s", tc.config, err, msg)
 					}
 				}
 			}
 		})
 	}
+}
+
+// finalCopyDest is where the final stage copies src of another stage.
+func finalCopyDest(final stage, src string) string {
+	for _, in := range final.all("COPY") {
+		srcs, dest, from := copySources(in)
+		if from != "" && len(srcs) == 1 && srcs[0] == src {
+			return dest
+		}
+	}
+	return ""
 }
 
 func execForm(t *testing.T, file string, in instruction) []string {
