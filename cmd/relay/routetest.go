@@ -523,6 +523,10 @@ func checkRejection(st testStep, route string, err error) []string {
 		cerr = &core.ClientError{Code: core.ErrRejected, Message: err.Error()}
 	}
 	got := fmt.Sprintf("rejected by %s: %s: %s", routeName(route), cerr.Code, cerr.Message)
+	if cause := cerr.Cause(); cause != nil {
+		// A client sees only the ref; the test's reader needs the reason.
+		got += fmt.Sprintf("\n  (the failure, which relay logs: %v)", cause)
+	}
 	if st.Reject == nil {
 		return []string{fmt.Sprintf("want %s, got %s", countOutputs(len(*st.Output)), got)}
 	}
