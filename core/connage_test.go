@@ -217,7 +217,7 @@ func TestMaxConnectionAgeJitterSpreadsCloses(t *testing.T) {
 // cuts them now and then); reconnecting at once with since, nothing is
 // lost, repeated or reordered.
 func TestChaosMaxConnectionAgeLosesNothing(t *testing.T) {
-	const total = 15000
+	const total = 20000
 	r := startRelay(t, func(c *config.Config) {
 		c.Limits.MessagesPerSecond = 0
 		c.History.Size = 20000
@@ -226,12 +226,12 @@ func TestChaosMaxConnectionAgeLosesNothing(t *testing.T) {
 	urls := []string{r.url}
 	h5 := streamtest.NewStreamClient(t, urls, 0, "chaos-age", "h5", total)
 	mini := streamtest.NewStreamClient(t, urls, 0, "chaos-age", "miniapp", total)
-	// About 2,500 messages a second each way: the exchange outlives
-	// several ages.
+	// At most 2,500 messages a second each way: the exchange takes at
+	// least 8 s, several ages.
 	h5.Pace, mini.Pace = 2*time.Millisecond, 2*time.Millisecond
-	// Cuts come less often than ages, so that most connections live to
-	// their age and some are cut before it.
-	stopCutting := streamtest.CutAtRandom([]*streamtest.StreamClient{h5, mini}, 2*time.Second, 5*time.Second)
+	// Cuts come less often than ages: a connection opened after a cut
+	// always lives to its age (at most 2 s), others may be cut before it.
+	stopCutting := streamtest.CutAtRandom([]*streamtest.StreamClient{h5, mini}, 2500*time.Millisecond, 6*time.Second)
 	streamtest.Exchange(t, h5, mini, total, 120*time.Second, func() {})
 	stopCutting()
 	for _, c := range []*streamtest.StreamClient{h5, mini} {
