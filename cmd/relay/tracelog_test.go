@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	fws "github.com/fasthttp/websocket"
+
+	"github.com/pairrelay/relay/core"
 )
 
 // A relay with JSON logs and a project id: the log lines about a session
@@ -93,5 +98,37 @@ func TestSessionLogLinesCarryTheCloudTrace(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The project taken from GOOGLE_CLOUD_PROJECT is not a change of the file:
+// a reload of the same file does not warn that log settings need a restart.
+func TestReloadKeepsTheTraceProjectOfTheEnvironment(t *testing.T) {
+	t.Setenv("GOOGLE_CLOUD_PROJECT", "env-project")
+	path := writeConfig(t, "listen: \"127.0.0.1:0\"\n")
+	cfg, _, err := loadConfig(context.Background(), path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	applyTraceProject(cfg, log)
+	if cfg.Log.TraceProject != "env-project" {
+		t.Fatalf("log.trace_project %q, want the environment's env-project", cfg.Log.TraceProject)
+	}
+	bp := core.NewMemoryBackplane(cfg.History)
+	srv := core.NewServer(cfg, log, bp)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = bp.Close()
+	})
+	(&reloader{path: path, current: cfg, log: log, srv: srv}).reload(context.Background(), "test")
+	switch out := buf.String(); {
+	case !strings.Contains(out, "config reloaded"):
+		t.Fatalf("no reload logged: %s", out)
+	case strings.Contains(out, "only after a restart"):
+		t.Fatalf("a reload of the same file warns of changed settings: %s", out)
 	}
 }
