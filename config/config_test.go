@@ -107,7 +107,7 @@ func TestValidFile(t *testing.T) {
 			MaxConnectionsPerIP:    50,
 		},
 		Heartbeat: Heartbeat{Interval: 15 * time.Second, Timeout: time.Minute},
-		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
+		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20, MaxTokenBytes: 2 << 20},
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
