@@ -90,6 +90,11 @@ func gather(t testing.TB, c prometheus.Collector, name string) (float64, bool) {
 	if err := reg.Register(c); err != nil {
 		t.Fatal(err)
 	}
+	return gatherFrom(t, reg, name)
+}
+
+func gatherFrom(t testing.TB, reg prometheus.Gatherer, name string) (float64, bool) {
+	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -276,6 +281,48 @@ func TestOutOfMemoryRefusesCleanly(t *testing.T) {
 				t.Fatalf("delivered %d messages; want the one before and the resend", len(got))
 			}
 		})
+	}
+}
+
+// Through relay: a sender whose message a full Redis refuses gets
+// relay.error unavailable saying why (no silence, no hang), relay's
+// /metrics count it, and once memory is freed the resend is relayed, as
+// are other tokens' messages.
+func TestOutOfMemoryAnswersTheSender(t *testing.T) {
+	srv := redistest.StartWith(t, redistest.Config{MaxMemory: "8mb", MaxMemoryPolicy: "noeviction"})
+	rdb := rawClient(t, srv)
+	nodes := cluster(t, srv, 2, redisbp.Options{})
+	mini, _ := v1(t, nodes[1], "oom", "miniapp")
+	h5, _ := v1(t, nodes[0], "oom", "h5")
+	mini.readType("relay.presence")
+	otherMini, _ := v1(t, nodes[1], "oom-other", "miniapp")
+	otherH5, _ := v1(t, nodes[0], "oom-other", "h5")
+	otherMini.readType("relay.presence")
+
+	free := fill(t, rdb)
+	h5.send(`{"type":"x","id":"a","data":1}`)
+	refusal := data(h5.readType("relay.error"))
+	if refusal["code"] != "unavailable" || refusal["id"] != "a" || !strings.Contains(fmt.Sprint(refusal["message"]), "out of memory") {
+		t.Fatalf("refusal %v; want unavailable for id a, saying relay is out of memory", refusal)
+	}
+	if n, ok := gatherFrom(t, nodes[0].srv.Metrics().Registry, "relay_redis_oom_total"); !ok || n < 1 {
+		t.Fatalf("relay_redis_oom_total on /metrics = %v (exported %v)", n, ok)
+	}
+	if used, ok := gatherFrom(t, nodes[0].srv.Metrics().Registry, "relay_redis_used_memory_bytes"); !ok || used < 8<<20 {
+		t.Fatalf("relay_redis_used_memory_bytes on /metrics = %v (exported %v); Redis is full at 8 MiB", used, ok)
+	}
+	free()
+	h5.send(`{"type":"x","id":"a","data":2}`)
+	if ack := data(h5.readType("relay.ack")); ack["id"] != "a" {
+		t.Fatalf("ack %v", ack)
+	}
+	if got := mini.readType("x"); fmt.Sprint(got["data"]) != "2" {
+		t.Fatalf("the peer got %v; want the resend", got)
+	}
+	otherH5.send(`{"type":"y","id":"b","data":3}`)
+	otherH5.readType("relay.ack")
+	if got := otherMini.readType("y"); fmt.Sprint(got["data"]) != "3" {
+		t.Fatalf("the other token's peer got %v", got)
 	}
 }
 
