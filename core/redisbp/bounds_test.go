@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -443,4 +445,52 @@ func TestFloodCannotFailOtherTokens(t *testing.T) {
 	case limit != maxmemory || policy != 1:
 		t.Fatalf("relay_redis_maxmemory_bytes = %v, relay_redis_maxmemory_policy = %v", limit, policy)
 	}
+}
+
+// At start relay tells the operator whether Redis's memory is bounded in a
+// way its keys survive (docs/redis.md, Memory).
+func TestStartWarnsOfAnUnsafeMemoryPolicy(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := rawClient(t, srv)
+	for _, c := range []struct {
+		maxmemory, policy, want string
+	}{
+		{"0", "volatile-lru", "no maxmemory"},
+		{"64mb", "noeviction", "noeviction"},
+		{"64mb", "volatile-ttl", "volatile-lru is safer"},
+		{"64mb", "allkeys-random", "volatile-lru is safer"},
+		{"64mb", "volatile-lru", ""},
+		{"64mb", "allkeys-lfu", ""},
+	} {
+		t.Run(c.maxmemory+"-"+c.policy, func(t *testing.T) {
+			ctx := context.Background()
+			if err := rdb.ConfigSet(ctx, "maxmemory", c.maxmemory).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.ConfigSet(ctx, "maxmemory-policy", c.policy).Err(); err != nil {
+				t.Fatal(err)
+			}
+			var buf strings.Builder
+			var mu sync.Mutex
+			log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			open(t, srv, newPrefix(t), redisbp.Options{History: history(), Log: log})
+			mu.Lock()
+			text := buf.String()
+			mu.Unlock()
+			if c.want == "" && strings.Contains(text, "maxmemory") || c.want != "" && !strings.Contains(text, c.want) {
+				t.Fatalf("warnings at start:\n%s\nwant %q", text, c.want)
+			}
+		})
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -83,22 +83,15 @@ func (b *Backplane) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Memory is what Redis says of its memory.
-type Memory struct {
+// redisMemory is what Redis says of its memory.
+type redisMemory struct {
 	Used    int64  // used_memory
 	Max     int64  // maxmemory; 0: none
 	Policy  string // maxmemory_policy
 	Evicted int64  // evicted_keys since Redis started; -1: unknown
 }
 
-// Memory reads Redis's memory figures (INFO memory and stats).
-func (b *Backplane) Memory(ctx context.Context) (Memory, error) {
-	ctx, cancel := b.opCtx(ctx)
-	defer cancel()
-	return readMemory(ctx, b.rdb)
-}
-
-func readMemory(ctx context.Context, rdb *redis.Client) (Memory, error) {
+func readMemory(ctx context.Context, rdb *redis.Client) (redisMemory, error) {
 	// Two commands, since Redis 6 takes one section per INFO.
 	pipe := rdb.Pipeline()
 	memory := pipe.Info(ctx, "memory")
@@ -106,12 +99,12 @@ func readMemory(ctx context.Context, rdb *redis.Client) (Memory, error) {
 	_, _ = pipe.Exec(ctx)
 	text, err := memory.Result()
 	if err != nil {
-		return Memory{}, err
+		return redisMemory{}, err
 	}
-	m := Memory{Evicted: -1}
+	m := redisMemory{Evicted: -1}
 	fields := infoFields(text)
 	if m.Used, err = strconv.ParseInt(fields["used_memory"], 10, 64); err != nil {
-		return Memory{}, errNoMemoryInfo
+		return redisMemory{}, errNoMemoryInfo
 	}
 	m.Max, _ = strconv.ParseInt(fields["maxmemory"], 10, 64)
 	m.Policy = fields["maxmemory_policy"]
