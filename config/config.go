@@ -75,7 +75,7 @@ type History struct {
 	// MaxTokenBytes keeps one token from taking a disproportionate share:
 	// without it a token's history grows to size × max_frame_bytes (16 MiB
 	// by default), and in Redis nothing else bounds it.
-	MaxTokenBytes int64 `yaml:"max_token_bytes" doc:"Bytes one token's history may hold, with either backplane; past it the token's oldest messages are dropped (a client resuming from before one gets resumed:false), though its newest message always stays. The memory backplane counts the memory a message really takes, the Redis backplane the size of its entry in Redis (the message's bytes and about 40 more). At least limits.max_frame_bytes." default:"4194304"`
+	MaxTokenBytes int64 `yaml:"max_token_bytes" doc:"Bytes one token's history may hold, with either backplane; past it the token's oldest messages are dropped (a client resuming from before one gets resumed:false), though its newest message always stays. The memory backplane counts the memory a message really takes, the Redis backplane the size of its entry in Redis (the message's bytes and about 40 more). At least limits.max_frame_bytes; left unset, it is raised to limits.max_frame_bytes when that is larger." default:"4194304"`
 }
 
 // Backplane types.

@@ -448,3 +448,20 @@ func TestNearest(t *testing.T) {
 		}
 	}
 }
+
+// A file that sets a frame size above the default per-token history bound
+// and no bound of its own stays valid: the bound follows the frame size.
+// Set explicitly, a smaller bound is an error (testdata/history_token.yaml).
+func TestTokenBytesFollowLargeFrames(t *testing.T) {
+	cleanEnv(t)
+	cfg, err := Parse([]byte("limits:\n  max_frame_bytes: 8388608\n  send_queue_bytes: 67108864\n"), "relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.History.MaxTokenBytes != 8<<20 {
+		t.Fatalf("history.max_token_bytes = %d, want the frame size 8388608", cfg.History.MaxTokenBytes)
+	}
+	if cfg, err := Parse([]byte("limits:\n  max_frame_bytes: 1024\n"), "relay.yaml"); err != nil || cfg.History.MaxTokenBytes != 4<<20 {
+		t.Fatalf("a small frame size: %v, history.max_token_bytes %d; want the default 4 MiB", err, cfg.History.MaxTokenBytes)
+	}
+}
