@@ -35,6 +35,7 @@ var related = map[string]string{
 	"limits.burst":            "limits.messages_per_second",
 	"heartbeat.timeout":       "heartbeat.interval",
 	"history.max_bytes":       "limits.max_frame_bytes",
+	"history.max_token_bytes": "limits.max_frame_bytes",
 }
 
 func (c *Config) problems() Problems {
@@ -143,6 +144,9 @@ func (c *Config) problems() Problems {
 	}
 	if hist.MaxBytes < int64(c.Limits.MaxFrameBytes) && hist.Size > 0 {
 		add("history.max_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxBytes)
+	}
+	if hist.MaxTokenBytes < int64(c.Limits.MaxFrameBytes) && hist.Size > 0 {
+		add("history.max_token_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxTokenBytes)
 	}
 
 	oneOf("backplane.type", c.Backplane.Type, BackplaneMemory, BackplaneRedis)
