@@ -32,6 +32,7 @@ commands:
   serve [-c relay.yaml]   run the relay (built-in defaults when the file does not exist)
   check [-c relay.yaml]   validate a config file, provision its handlers, list every problem
   handlers                list the handlers routes can use
+  publish -token T -type X [-data JSON]   publish through a relay's server API (docs/api.md)
   docs [-o DIR]           write the reference docs and relay.schema.json from the code (into DIR, default .)
   version                 print the version
 `
@@ -53,6 +54,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%-12s %s\n", spec.Name, spec.Summary)
 		}
 		return nil
+	case "publish":
+		return publishCommand(ctx, args[1:], stdout)
 	case "docs":
 		return docgen.Run(args[1:], stdout, core.HandlerSpecs())
 	case "version":
@@ -185,6 +188,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		go func() { _ = metricsSrv.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String(), "token", cfg.Metrics.Token != "")
 	}
+	apiSrv, err := startAPI(cfg, srv, log)
+	if err != nil {
+		ln.Close()
+		if metricsSrv != nil {
+			_ = metricsSrv.Close()
+		}
+		srv.Hub().SetPipeline(&core.Pipeline{}).Close()
+		return err
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
@@ -194,6 +206,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	case err := <-served:
 		if metricsSrv != nil {
 			_ = metricsSrv.Close()
+		}
+		if apiSrv != nil {
+			_ = apiSrv.Close()
 		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
@@ -206,6 +221,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if metricsSrv != nil {
 		_ = metricsSrv.Shutdown(shutdownCtx)
+	}
+	if apiSrv != nil {
+		_ = apiSrv.Shutdown(shutdownCtx)
 	}
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")
