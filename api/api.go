@@ -246,21 +246,27 @@ func outcome(o core.PublishOutcome) (int, published) {
 	if o.Err == nil {
 		return http.StatusOK, published{Seq: o.Seq, Duplicate: o.Duplicate, Dropped: o.Dropped}
 	}
-	return refusalStatus(o.Err.Code), published{apiError: &apiError{Error: o.Err.Code, Message: o.Err.Message, Route: o.Route, Ref: o.Ref}}
+	return refusalStatus(o.Err.Code, o.Route), published{apiError: &apiError{Error: o.Err.Code, Message: o.Err.Message, Route: o.Route, Ref: o.Ref}}
 }
 
-// refusalStatus is the HTTP status of a message refused with code: 400 for
-// a malformed message, 429 when a route's rate limit refused it, 503 when
-// the backplane could not take it (retry; with the same id after
-// unconfirmed), 422 for any other refusal by the routes.
-func refusalStatus(code string) int {
+// refusalStatus is the HTTP status of a message refused with code by
+// route ("" when no route decided): a route's refusal is 422 (429 for its
+// rate limit), whatever its code; without a route, a malformed message is
+// 400, a backplane that could not take it 503 (retry; with the same id
+// after unconfirmed), and unknown_type (unmatched: reject) 422.
+func refusalStatus(code, route string) int {
+	if code == core.ErrUnavailable || code == core.ErrUnconfirmed {
+		return http.StatusServiceUnavailable
+	}
+	if route != "" {
+		if code == core.ErrRateLimited {
+			return http.StatusTooManyRequests
+		}
+		return http.StatusUnprocessableEntity
+	}
 	switch code {
 	case core.ErrInvalidMessage, core.ErrInvalidJSON, core.ErrReservedType:
 		return http.StatusBadRequest
-	case core.ErrRateLimited:
-		return http.StatusTooManyRequests
-	case core.ErrUnavailable, core.ErrUnconfirmed:
-		return http.StatusServiceUnavailable
 	}
 	return http.StatusUnprocessableEntity
 }
@@ -347,6 +353,7 @@ type historyResponse struct {
 	Messages []historyMessage `json:"messages"`
 	Last     uint64           `json:"last"`
 	Complete bool             `json:"complete"`
+	More     bool             `json:"more"`
 }
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
@@ -383,6 +390,8 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 		typ, data := m.TypeAndData()
 		out.Messages[i] = historyMessage{Seq: m.Seq, Type: typ, Data: data, From: m.From, To: m.To, ID: m.ID, TS: m.TS}
 	}
+	// limit cut the list: the next page starts after its last seq.
+	out.More = len(res.Messages) == limit && res.Messages[len(res.Messages)-1].Seq < res.Last
 	writeJSON(w, http.StatusOK, out)
 }
 

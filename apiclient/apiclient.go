@@ -142,7 +142,8 @@ type HistoryMessage struct {
 type History struct {
 	Messages []HistoryMessage `json:"messages"`
 	Last     uint64           `json:"last"`
-	Complete bool             `json:"complete"`
+	Complete bool             `json:"complete"` // nothing after since was evicted
+	More     bool             `json:"more"`     // limit cut the list: ask again after the last seq
 }
 
 // History returns the token's messages with a seq above since (0: all
