@@ -36,7 +36,9 @@ func (c *Config) apiProblems() Problems {
 	a := c.API
 	for i, k := range a.Keys {
 		// The value is never quoted: it comes from ${VAR}.
-		if len(k) < MinAPIKeyBytes || strings.TrimSpace(k) != k {
+		if k == "" {
+			add(index("api.keys", i), "is empty: set the environment variable it names (such as RELAY_API_KEY)")
+		} else if len(k) < MinAPIKeyBytes || strings.TrimSpace(k) != k {
 			add(index("api.keys", i), "must be at least 16 bytes, without surrounding spaces")
 		}
 	}
