@@ -17,11 +17,12 @@ import (
 // sessions, read counters. Tokens are pairing keys, as a backend knows
 // them; Room turns one into the room the hub and the backplane know.
 type ServerAPI struct {
-	s *Server
+	s         *Server
+	authRooms bool // rooms are keyed by authKeyPrefix + the pairing key
 }
 
 // API returns the server's API surface.
-func (s *Server) API() *ServerAPI { return &ServerAPI{s: s} }
+func (s *Server) API() *ServerAPI { return &ServerAPI{s: s, authRooms: s.cfg.UsesAuth()} }
 
 // Room is the room a pairing key names. With auth configured for any env,
 // an authenticated connection joins the room of its credential's key under
@@ -30,7 +31,7 @@ func (s *Server) API() *ServerAPI { return &ServerAPI{s: s} }
 // provider none and others authenticate, the none envs' rooms are not
 // reachable through the API: they never pair with authenticated ones.)
 func (a *ServerAPI) Room(key string) string {
-	if a.s.cfg.UsesAuth() {
+	if a.authRooms {
 		return authKeyPrefix + key
 	}
 	return key
