@@ -51,6 +51,9 @@ func (c *Config) apiProblems() Problems {
 			add("api.listen", "must differ from metrics.listen")
 		}
 	}
+	if a.Enabled() && a.Listen == "" && (c.Path == "/api/v1" || strings.HasPrefix(c.Path, "/api/v1/")) {
+		add("path", "must not be under /api/v1, where the server API is served (or give the API api.listen)")
+	}
 	if !ValidEnvName(a.Env) {
 		add("api.env", "env name must be 1 to 32 of a-z, 0-9, _ and -")
 	}
