@@ -101,7 +101,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The document describes the API and holds no secret: tools fetch it
 	// without a key.
-	if path != "/openapi.json" && !h.authorized(r) {
+	if path != "/openapi.json" && !h.Authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="relay api"`)
 		writeError(w, http.StatusUnauthorized, ErrUnauthorized, "the API needs Authorization: Bearer <one of api.keys>")
 		return
@@ -120,9 +120,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fn(w, r)
 }
 
-// authorized compares the bearer key with every configured key in
-// constant time: digests of equal length, and no early exit.
-func (h *Handler) authorized(r *http.Request) bool {
+// Authorized reports whether r carries one of api.keys as its bearer key
+// (the admin console can check its requests with it too). It compares the
+// key with every configured one in constant time: digests of equal
+// length, and no early exit.
+func (h *Handler) Authorized(r *http.Request) bool {
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || key == "" {
 		return false

@@ -132,4 +132,3 @@ func BenchmarkPublish(b *testing.B) {
 		report(b, start, requests)
 	})
 }
-
