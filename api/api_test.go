@@ -250,6 +250,17 @@ func TestStatsCountsConnections(t *testing.T) {
 	if st["connections"] != 3.0 || st["rooms"] != 2.0 || fmt.Sprint(st["envs"]) != "map[h5:2 miniapp:1]" || st["backplane"] != "memory" {
 		t.Fatalf("stats %v", st)
 	}
+	// API messages count as messages in (from api.env), refusals as errors.
+	if _, err := r.client.PublishBatch(context.Background(), []apiclient.Message{{Token: "pair-1", Type: "a"}, {Token: "pair-1", Type: "relay.b"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = r.client.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["messages_in"] != 2.0 || fmt.Sprint(st["errors"]) != "map[reserved_type:1]" {
+		t.Fatalf("stats after a batch of two, one refused: %v", st)
+	}
 }
 
 // Every bad input gets a clear 4xx with {error, message}.

@@ -105,6 +105,8 @@ func (a *ServerAPI) checkRequest(r *PublishRequest) *ClientError {
 func (a *ServerAPI) Publish(ctx context.Context, reqs []PublishRequest) []PublishOutcome {
 	h := a.s.hub
 	env := a.s.cfg.API.Env
+	// Counted as messages in from api.env, beside the clients' envs.
+	a.s.metrics.forEnv(env).messagesIn.Add(float64(len(reqs)))
 	out := make([]PublishOutcome, len(reqs))
 	items := make([]pubItem, len(reqs))
 	now := time.Now().UnixMilli()
