@@ -116,6 +116,11 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	// must then leave the connection open; the session closes it.
 	s.app.Server().KeepHijackedConns = true
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	if cfg.Path != "/" {
+		// WeChat Cloud Hosting (and other platforms) probe / with a plain
+		// GET; answer it as cheaply as /healthz instead of with a 404.
+		s.app.Get("/", probeAnswer)
+	}
 	s.app.Get("/readyz", s.ready)
 	s.metricsHandler = metricsGuard(cfg.Metrics.Token, promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	if cfg.Metrics.Listen == "" {
@@ -131,6 +136,7 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 		metrics.registerHistory(stats.Stats)
 	}
 	metrics.registerMemory(s)
+	metrics.registerBackplane(bp)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
@@ -264,6 +270,29 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
+// plainProbe tells a health checker's (or a browser tab's) GET, which carries
+// no WebSocket header at all, from a WebSocket attempt that lost its upgrade
+// on the way (a proxy that drops the hop-by-hop Upgrade header still forwards
+// Sec-WebSocket-Key): the first is answered 200 so that platforms probing the
+// socket path see a healthy service and nothing is counted as refused, the
+// second keeps 426 so that its client learns what went wrong.
+func plainProbe(c *fiber.Ctx) bool {
+	for _, h := range []string{fiber.HeaderUpgrade, fiber.HeaderSecWebSocketKey, fiber.HeaderSecWebSocketVersion, fiber.HeaderSecWebSocketProtocol} {
+		if c.Get(h) != "" {
+			return false
+		}
+	}
+	return !strings.Contains(strings.ToLower(c.Get(fiber.HeaderConnection)), "upgrade")
+}
+
+// probeAnswer is the cheap answer to a platform's plain-GET health check: a
+// fixed 15-byte body, no logging, no metric.
+func probeAnswer(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.SendString(`{"status":"ok"}`)
+}
+
 // httpError answers a refused request with a JSON body clients can show.
 func httpError(c *fiber.Ctx, status int, code, message string) error {
 	return c.Status(status).JSON(fiber.Map{"error": code, "message": message})
@@ -286,6 +315,9 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		return httpError(c, status, code, message)
 	}
 	if !websocket.IsWebSocketUpgrade(c) {
+		if plainProbe(c) {
+			return probeAnswer(c)
+		}
 		return refuse(fiber.StatusUpgradeRequired, "upgrade_required",
 			"this endpoint speaks WebSocket: open it with a WebSocket client")
 	}
