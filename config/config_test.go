@@ -105,6 +105,8 @@ func TestValidFile(t *testing.T) {
 			MaxConnections:         1000,
 			MaxConnectionsPerToken: 4,
 			MaxConnectionsPerIP:    50,
+			MaxConnectionAge:       30 * time.Minute,
+			MaxConnectionAgeJitter: 0.2,
 		},
 		Heartbeat: Heartbeat{Interval: 15 * time.Second, Timeout: time.Minute},
 		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
@@ -112,7 +114,7 @@ func TestValidFile(t *testing.T) {
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
 		API:       defaultAPI(),
-		Log:       Log{Level: "debug", Format: "text", TokenSecret: "log-secret"},
+		Log:       Log{Level: "debug", Format: "text", TokenSecret: "log-secret", TraceProject: "my-project"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -172,7 +172,7 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 		cerr := publishRefusal(r.Err)
 		s.holdFor(it.id, cerr.Code)
 		s.hub.metrics.drops.WithLabelValues(cerr.Code).Inc()
-		s.hub.log.Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "code", cerr.Code, "err", r.Err)
+		s.log().Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "code", cerr.Code, "err", r.Err)
 		s.refuse(it.id, cerr, it.route)
 	default:
 		if r.Duplicate {

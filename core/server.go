@@ -141,6 +141,10 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.hub.heartbeat(ctx) }()
+	if ages := s.hub.ages; ages != nil {
+		s.bgDone.Add(1)
+		go func() { defer s.bgDone.Done(); ages.run(ctx) }()
+	}
 	return s
 }
 
@@ -423,6 +427,13 @@ func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, 
 		return refuse(fiber.StatusTooManyRequests, "too_many_connections", "too many connections from this address")
 	}
 	c.Locals(connRequestLocal, req)
+	if s.cfg.Log.TraceProject != "" {
+		// Beside req rather than in it: req lives as long as its session, and
+		// only sessions with the header should pay for it.
+		if t := parseCloudTrace(c.Get(traceHeader)); t != nil {
+			c.Locals(traceLocal, t)
+		}
+	}
 	err := c.Next()
 	if !c.Context().Hijacked() {
 		s.hub.open.Add(-1)
@@ -499,12 +510,14 @@ func (s *Server) releaseIP(ip string) {
 // kept.
 func (s *Server) serveConn(conn *websocket.Conn) {
 	req := conn.Locals(connRequestLocal).(*connRequest)
-	go s.runSession(conn.Conn, req)
+	trace, _ := conn.Locals(traceLocal).(*traceRef)
+	go s.runSession(conn.Conn, req, trace)
 }
 
 // runSession runs one session to its end and closes its connection.
-func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
+func (s *Server) runSession(conn *fws.Conn, req *connRequest, trace *traceRef) {
 	h := s.hub
+	born := time.Now() // the connection's age counts from here
 	defer func() {
 		// Closing twice is harmless; closing never is a leaked socket.
 		_ = conn.NetConn().Close()
@@ -517,7 +530,7 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 	if g := guardOf(conn.NetConn()); g != nil {
 		g.arm(fragmentCap(&s.cfg.Limits), s.cfg.Limits.MessageTimeout)
 	}
-	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env), trace: trace}
 	if req.firstFrame != nil {
 		if code := s.authFirstFrame(sess, req); code != 0 {
 			s.closeAtOnce(sess, code)
@@ -537,11 +550,15 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		sess.armExpiry(&sessionAuth{provider: req.provider, req: req.authReq, key: req.key, expires: req.expires})
 		defer sess.stopExpiry()
 	}
+	if h.ages != nil {
+		h.ages.add(sess, born)
+		defer h.ages.remove(sess)
+	}
 	sess.metrics.connections.Inc()
-	s.log.Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String())
+	sess.log().Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String())
 	sess.run()
 	sess.metrics.connections.Dec()
-	s.log.Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)
+	sess.log().Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)
 }
 
 // authFirstFrame reads the relay.auth frame a v1 client sends instead of a
@@ -581,7 +598,7 @@ func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
 	if err != nil {
 		ae := auth.AsError(err)
 		if ae != err {
-			s.log.Warn("auth provider failed", "env", req.env, "err", err.Error())
+			sess.log().Warn("auth provider failed", "env", req.env, "err", err.Error())
 		}
 		return fail(ae.Code, ae.Message)
 	}
@@ -599,7 +616,7 @@ func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
 func (s *Server) closeAtOnce(sess *Session, code int) {
 	s.metrics.rejected.WithLabelValues(closeCodeLabel(code)).Inc()
 	s.metrics.closes.WithLabelValues(closeCodeLabel(code)).Inc()
-	s.log.Info("session refused", "token", sess.tokenHash, "env", sess.env, "code", code, "reason", closeReasons[code])
+	sess.log().Info("session refused", "token", sess.tokenHash, "env", sess.env, "code", code, "reason", closeReasons[code])
 	_ = sess.conn.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(code, closeReasons[code]), time.Now().Add(time.Second))
 	// Give the peer a moment to read the close frame before the socket goes.
