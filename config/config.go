@@ -30,6 +30,7 @@ type Config struct {
 	Heartbeat   Heartbeat       `yaml:"heartbeat" doc:"Dead peer detection."`
 	History     History         `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
 	Metrics     MetricsEndpoint `yaml:"metrics" doc:"Where the Prometheus /metrics endpoint is served and who may read it."`
+	API         API             `yaml:"api" doc:"The server API under /api/v1 (docs/api.md): backends publish to a token, ask who is online, read history and disconnect sessions. Off unless keys are set."`
 	Log         Log             `yaml:"log" doc:"Logging."`
 	Shutdown    Shutdown        `yaml:"shutdown" doc:"Graceful shutdown on SIGTERM/SIGINT."`
 	Backplane   Backplane       `yaml:"backplane" doc:"How relay instances share sessions, ordering and history."`
@@ -145,6 +146,7 @@ func Default() *Config {
 		Shutdown:  Shutdown{Timeout: 8 * time.Second},
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
+		API:       defaultAPI(),
 	}
 }
 

@@ -113,6 +113,7 @@ func TestValidFile(t *testing.T) {
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
+		API:       defaultAPI(),
 		Log:       Log{Level: "debug", Format: "text", TokenSecret: "log-secret", TraceProject: "my-project"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}

@@ -66,6 +66,7 @@ func (c *Config) problems() Problems {
 	}
 	ps = append(ps, c.authProblems()...)
 	ps = append(ps, c.metricsProblems()...)
+	ps = append(ps, c.apiProblems()...)
 	oneOf("on_duplicate", c.OnDuplicate, DuplicateReplace, DuplicateReject)
 	for i, o := range c.Origins {
 		if strings.TrimSpace(o) == "" {

@@ -36,6 +36,12 @@ type Backplane interface {
 	// is not of this token's seq range). since 0 asks for everything
 	// retained. A resume reads it a page at a time.
 	History(ctx context.Context, token string, since uint64, limit int) (HistoryResult, error)
+	// Presence returns the token's envs online, on any instance, sorted.
+	Presence(ctx context.Context, token string) ([]string, error)
+	// Disconnect has every instance close the token's sessions of env
+	// ("" every env) with code: each subscriber of the token gets an
+	// EventDisconnect. It does not wait for the sessions to close.
+	Disconnect(ctx context.Context, token, env string, code int) error
 	Close() error
 }
 
@@ -114,8 +120,9 @@ var (
 type EventKind uint8
 
 const (
-	EventJoin  EventKind = iota + 1 // Session now holds Env (Replaced: it took over from another)
-	EventLeave                      // Env went offline
+	EventJoin       EventKind = iota + 1 // Session now holds Env (Replaced: it took over from another)
+	EventLeave                           // Env went offline
+	EventDisconnect                      // close the sessions of Env ("" every env) with Code (server API)
 )
 
 // Event is a change in a token's presence, delivered in order with its messages.
@@ -125,6 +132,7 @@ type Event struct {
 	Session  string
 	Replaced bool
 	Epoch    uint64 // EventJoin: the claim's epoch, as JoinResult.Epoch
+	Code     int    // EventDisconnect: the close code
 }
 
 // Deliverer receives a token's messages and presence events from the

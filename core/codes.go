@@ -15,6 +15,7 @@ const (
 	CloseEnvNotAllowed  = 4503
 	CloseTokenFull      = 4504
 	CloseDuplicateEnv   = 4505 // on_duplicate: reject, and this token+env is already connected
+	CloseDisconnected   = 4506 // the server API disconnected the session (its default code)
 	closeInvalidPayload = 1007
 )
 
@@ -32,7 +33,24 @@ var closeReasons = map[int]string{
 	CloseEnvNotAllowed:  "env not allowed",
 	CloseTokenFull:      "too many connections for this token",
 	CloseDuplicateEnv:   "env already connected for this token",
+	CloseDisconnected:   "disconnected by the server",
 	closeInvalidPayload: "invalid UTF-8",
+}
+
+// closeReason is the reason sent with code; a code the server API chose
+// (4000–4999) without a reason of its own says who closed.
+func closeReason(code int) string {
+	if r, ok := closeReasons[code]; ok {
+		return r
+	}
+	return "disconnected by the server"
+}
+
+// ValidDisconnectCode reports whether the server API may close sessions
+// with code: 1000, 1012, or one of 4000–4999 (4000–4499 the client
+// reconnects, 4500–4999 it does not; see docs/protocol.md).
+func ValidDisconnectCode(code int) bool {
+	return code == CloseNormal || code == CloseRestarting || code >= 4000 && code <= 4999
 }
 
 // Error codes carried by relay.error frames.

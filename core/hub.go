@@ -230,6 +230,16 @@ func (h *Hub) dropRoomIfEmpty(token string, r *room) {
 func (r *room) Event(e Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if e.Kind == EventDisconnect {
+		// The sessions leave as any closed session does, which tells
+		// their peers.
+		for env, s := range r.sessions {
+			if e.Env == "" || env == e.Env {
+				s.closeWith(e.Code)
+			}
+		}
+		return
+	}
 	if e.Kind == EventJoin {
 		if e.Epoch > r.epochs[e.Env] {
 			r.epochs[e.Env] = e.Epoch
@@ -312,7 +322,7 @@ func (h *Hub) accept(s *Session, m *Message) {
 }
 
 // route runs m through the current pipeline; what comes out is to be
-// published, or only answered.
+// published, or only answered. s is nil for a message of the server API.
 func (h *Hub) route(s *Session, m *Message) pubItem {
 	ctx := context.Background()
 	p := h.enterPipeline()
@@ -320,7 +330,7 @@ func (h *Hub) route(s *Session, m *Message) pubItem {
 	// for the publish.
 	defer p.exit()
 	if p.Empty() {
-		if h.batch == nil {
+		if h.batch == nil && s != nil {
 			// The common case: no routes, and Publish alone dedupes. Only
 			// this session's reader uses single.
 			s.single[0] = m

@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"hash/maphash"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,6 +344,28 @@ func (b *MemoryBackplane) Leave(_ context.Context, token, env, session string) e
 	delete(t.owners, env)
 	t.used = b.now()
 	e := Event{Kind: EventLeave, Env: env, Session: session}
+	for _, d := range t.subs {
+		d.Event(e)
+	}
+	return nil
+}
+
+func (b *MemoryBackplane) Presence(_ context.Context, token string) ([]string, error) {
+	t := b.topic(token, false)
+	if t == nil {
+		return []string{}, nil
+	}
+	defer t.mu.Unlock()
+	return slices.Sorted(maps.Keys(t.owners)), nil
+}
+
+func (b *MemoryBackplane) Disconnect(_ context.Context, token, env string, code int) error {
+	t := b.topic(token, false)
+	if t == nil {
+		return nil
+	}
+	defer t.mu.Unlock()
+	e := Event{Kind: EventDisconnect, Env: env, Code: code}
 	for _, d := range t.subs {
 		d.Event(e)
 	}

@@ -168,20 +168,12 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 		if it.id != "" {
 			s.ack(it.id, it.seq)
 		}
-	case r.Err != nil && errors.Is(r.Err, ErrPublishUnconfirmed):
-		s.holdFor(it.id, ErrUnconfirmed)
-		s.hub.metrics.drops.WithLabelValues(ErrUnconfirmed).Inc()
-		s.log().Debug("backplane: publish unconfirmed", "token", s.tokenHash, "env", s.env, "err", r.Err)
-		s.refuse(it.id, &ClientError{Code: ErrUnconfirmed, Message: "relay may have accepted the message; resend it with the same id"}, it.route)
 	case r.Err != nil:
-		s.holdFor(it.id, ErrUnavailable)
-		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
-		s.log().Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
-		message := "relay cannot accept messages right now (not relayed); retry"
-		if errors.Is(r.Err, ErrBackplaneFull) {
-			message = "relay's backplane is out of memory (not relayed); retry later"
-		}
-		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: message}, it.route)
+		cerr := publishRefusal(r.Err)
+		s.holdFor(it.id, cerr.Code)
+		s.hub.metrics.drops.WithLabelValues(cerr.Code).Inc()
+		s.log().Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "code", cerr.Code, "err", r.Err)
+		s.refuse(it.id, cerr, it.route)
 	default:
 		if r.Duplicate {
 			s.hub.metrics.drops.WithLabelValues("duplicate").Inc()
@@ -190,6 +182,18 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 			s.ack(it.id, r.Seq)
 		}
 	}
+}
+
+// publishRefusal is the refusal of a message the backplane failed to
+// publish: unconfirmed when it may have been accepted, else unavailable.
+func publishRefusal(err error) *ClientError {
+	if errors.Is(err, ErrPublishUnconfirmed) {
+		return &ClientError{Code: ErrUnconfirmed, Message: "relay may have accepted the message; resend it with the same id"}
+	}
+	if errors.Is(err, ErrBackplaneFull) {
+		return &ClientError{Code: ErrUnavailable, Message: "relay's backplane is out of memory (not relayed); retry later"}
+	}
+	return &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now (not relayed); retry"}
 }
 
 // A client resends a message refused with a retryable code (rate_limited,

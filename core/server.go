@@ -177,6 +177,15 @@ func (s *Server) MetricsHandler() http.Handler {
 	return mux
 }
 
+// Mount serves h at prefix and every path below it on the main listener,
+// beside the socket (the server API when api.listen is empty). Call it
+// before Serve.
+func (s *Server) Mount(prefix string, h http.Handler) {
+	fh := adaptor.HTTPHandler(h)
+	s.app.All(prefix, fh)
+	s.app.All(prefix+"/*", fh)
+}
+
 // metricsGuard lets only requests with Authorization: Bearer token reach
 // next; an empty token lets everyone.
 func metricsGuard(token string, next http.Handler) http.Handler {

@@ -258,7 +258,7 @@ func (s *Session) closeWith(code int) {
 	if code == CloseSlowConsumer {
 		s.dropQueueLocked()
 	}
-	s.queue = append(s.queue, outFrame{data: websocket.FormatCloseMessage(code, closeReasons[code]), op: opClose})
+	s.queue = append(s.queue, outFrame{data: websocket.FormatCloseMessage(code, closeReason(code)), op: opClose})
 	s.startWriterLocked()
 	s.hub.metrics.closes.WithLabelValues(closeCodeLabel(code)).Inc()
 }

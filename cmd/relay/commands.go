@@ -39,6 +39,7 @@ func init() {
 		testCommand,
 		typesCommand,
 		pluginCommand,
+		publishCommand,
 		{
 			name:     "handlers",
 			synopsis: "",

@@ -190,6 +190,15 @@ func serve(ctx context.Context, path string, explicit bool, stderr io.Writer) er
 		go func() { _ = metricsSrv.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String(), "token", cfg.Metrics.Token != "")
 	}
+	apiSrv, err := startAPI(cfg, srv, log)
+	if err != nil {
+		ln.Close()
+		if metricsSrv != nil {
+			_ = metricsSrv.Close()
+		}
+		srv.Hub().SetPipeline(&core.Pipeline{}).Close()
+		return err
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
@@ -199,6 +208,9 @@ func serve(ctx context.Context, path string, explicit bool, stderr io.Writer) er
 	case err := <-served:
 		if metricsSrv != nil {
 			_ = metricsSrv.Close()
+		}
+		if apiSrv != nil {
+			_ = apiSrv.Close()
 		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
@@ -211,6 +223,9 @@ func serve(ctx context.Context, path string, explicit bool, stderr io.Writer) er
 	}
 	if metricsSrv != nil {
 		_ = metricsSrv.Shutdown(shutdownCtx)
+	}
+	if apiSrv != nil {
+		_ = apiSrv.Shutdown(shutdownCtx)
 	}
 	srv.Hub().SetPipeline(&core.Pipeline{}).Close()
 	log.Info("relay stopped")

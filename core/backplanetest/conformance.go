@@ -62,6 +62,8 @@ func Run(t *testing.T, newBackplane Factory) {
 	})
 	t.Run("JoinLeavePresence", func(t *testing.T) { joinLeave(t, open(t, defaults())) })
 	t.Run("JoinPolicies", func(t *testing.T) { joinPolicies(t, open(t, defaults())) })
+	t.Run("Presence", func(t *testing.T) { presence(t, open(t, defaults())) })
+	t.Run("Disconnect", func(t *testing.T) { disconnect(t, open(t, defaults())) })
 	t.Run("HistoryOff", func(t *testing.T) {
 		opts := defaults()
 		opts.Size = 0
@@ -556,6 +558,68 @@ func joinLeave(t *testing.T, bp core.Backplane) {
 	}
 	if res := join(t, bp, core.JoinRequest{Token: token, Env: "pc", Session: "s4"}); len(res.Peers) != 1 || res.Peers[0] != "h5" {
 		t.Fatalf("peers after leave: %v", res.Peers)
+	}
+}
+
+// presence lists the envs that hold claims, sorted, and forgets those that left.
+func presence(t *testing.T, bp core.Backplane) {
+	ctx := context.Background()
+	token := newToken(t)
+	envs := func() []string {
+		t.Helper()
+		got, err := bp.Presence(ctx, token)
+		if err != nil {
+			t.Fatalf("presence: %v", err)
+		}
+		return got
+	}
+	if got := envs(); len(got) != 0 {
+		t.Fatalf("presence of a new token: %v", got)
+	}
+	join(t, bp, core.JoinRequest{Token: token, Env: "miniapp", Session: "s1"})
+	join(t, bp, core.JoinRequest{Token: token, Env: "h5", Session: "s2"})
+	if got := fmt.Sprint(envs()); got != "[h5 miniapp]" {
+		t.Fatalf("presence %s, want [h5 miniapp]", got)
+	}
+	if err := bp.Leave(ctx, token, "miniapp", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(envs()); got != "[h5]" {
+		t.Fatalf("presence after a leave %s, want [h5]", got)
+	}
+	if got, err := bp.Presence(ctx, newToken(t)); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("presence of another token: %v, %v; want an empty list", got, err)
+	}
+}
+
+// disconnect reaches the token's subscribers as an event, and only them.
+func disconnect(t *testing.T, bp core.Backplane) {
+	ctx := context.Background()
+	token, other := newToken(t), newToken(t)
+	r, ro := &recorder{}, &recorder{}
+	defer bp.Subscribe(token, r)()
+	defer bp.Subscribe(other, ro)()
+	if err := bp.Disconnect(ctx, token, "h5", 4321); err != nil {
+		t.Fatal(err)
+	}
+	if err := bp.Disconnect(ctx, token, "", 1000); err != nil {
+		t.Fatal(err)
+	}
+	got := r.waitEvents(t, 2)
+	want := []core.Event{{Kind: core.EventDisconnect, Env: "h5", Code: 4321}, {Kind: core.EventDisconnect, Code: 1000}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("event %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	// A token nobody subscribes to is no error.
+	if err := bp.Disconnect(ctx, newToken(t), "", 4000); err != nil {
+		t.Fatal(err)
+	}
+	ro.mu.Lock()
+	defer ro.mu.Unlock()
+	if len(ro.events) != 0 {
+		t.Fatalf("another token's subscriber got %+v", ro.events)
 	}
 }
 

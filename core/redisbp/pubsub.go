@@ -400,6 +400,20 @@ func (b *Backplane) dispatch(channel, payload string) {
 		}
 		m.Token, m.Seq = sub.token, seq
 		b.deliver(sub, m)
+	case 'd':
+		// A server API disconnect (see Disconnect): "d<env>\0<code>".
+		env, codeText, ok := strings.Cut(payload[1:], "\x00")
+		code, err := strconv.Atoi(codeText)
+		if !ok || err != nil {
+			b.log.Error("redis backplane: malformed disconnect event", "token", shortHash(sub.token))
+			return
+		}
+		e := core.Event{Kind: core.EventDisconnect, Env: env, Code: code}
+		sub.mu.Lock()
+		for _, d := range sub.deliverers {
+			d.Event(e)
+		}
+		sub.mu.Unlock()
 	case 'j', 'l':
 		f := strings.Split(payload[1:], "\x00")
 		var e core.Event
