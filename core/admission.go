@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"math"
 	"net"
 	"net/netip"
@@ -27,6 +28,8 @@ import (
 
 // admission is the server's admission state.
 type admission struct {
+	log     *slog.Logger
+	warned  atomic.Bool // the forwarded-header warning was logged
 	limits  *config.Limits
 	ips     *clientIPs
 	metrics *Metrics
@@ -48,8 +51,8 @@ type admission struct {
 	clients map[netip.Addr]int
 }
 
-func newAdmission(limits *config.Limits, ips *clientIPs, metrics *Metrics) *admission {
-	a := &admission{limits: limits, ips: ips, metrics: metrics, now: time.Now,
+func newAdmission(log *slog.Logger, limits *config.Limits, ips *clientIPs, metrics *Metrics) *admission {
+	a := &admission{log: log, limits: limits, ips: ips, metrics: metrics, now: time.Now,
 		peers: map[netip.Addr]int{}, clients: map[netip.Addr]int{}}
 	if limits.ConnectionsPerSecondPerIP > 0 {
 		a.perIP = newRateBuckets(limits.ConnectionsPerSecondPerIP, limits.ConnectionBurstPerIP, maxRateAddresses)
@@ -155,7 +158,13 @@ func (a *admission) upgraded(fc *frameConn) {
 // clientIP returns the client address of an upgrade request.
 func (a *admission) clientIP(c *fiber.Ctx) netip.Addr {
 	peer := addrOf(c.Context().RemoteAddr())
-	if a.ips.header == "" {
+	if !a.ips.peerTrusted(peer) {
+		if !a.warned.Load() && len(c.Request().Header.Peek(fiber.HeaderXForwardedFor)) > 0 && a.warned.CompareAndSwap(false, true) {
+			// Most likely a proxy of the operator's own that client_ip does
+			// not name: every client behind it would share its limits.
+			a.log.Warn("a request carries X-Forwarded-For from a peer that is not a trusted proxy: it is ignored, and the peer counts as the client; if relay runs behind a proxy, list it in client_ip.trusted_proxies (logged once)",
+				"peer", peer.String(), "preset", a.ips.preset)
+		}
 		return peer
 	}
 	return a.ips.resolve(peer, c.Request().Header.PeekAll(a.ips.header))

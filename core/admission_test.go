@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -149,17 +150,24 @@ func TestPerIPConnectionRate(t *testing.T) {
 }
 
 func TestPerIPRateIgnoresHeadersFromUntrustedPeers(t *testing.T) {
-	r := startRelay(t, func(c *config.Config) {
+	sink := &logSink{}
+	r := startRelayLog(t, slog.New(slog.NewJSONHandler(sink, nil)), func(c *config.Config) {
 		c.ClientIP.Preset = config.ClientIPNone
 		c.Limits.ConnectionsPerSecondPerIP = 0.001
 		c.Limits.ConnectionBurstPerIP = 2
 	})
+	r.t = t
 	// Each request claims another address; none is believed.
 	for i := 0; i < 2; i++ {
 		r.dial("token=spoof&env=h5", from(fmt.Sprintf("203.0.113.%d", i+1)))
 	}
 	c, err := r.tryDial("token=spoof&env=h5", from("203.0.113.99"))
 	refusedWith(t, c, err, http.StatusTooManyRequests, "too_many_requests")
+	// The operator hears of it once: a proxy of theirs is probably missing
+	// from trusted_proxies.
+	if n := strings.Count(sink.String(), "client_ip.trusted_proxies"); n != 1 {
+		t.Fatalf("the untrusted forwarded header was logged %d times, want once; log:\n%s", n, sink)
+	}
 }
 
 func TestPerIPConcurrentConnections(t *testing.T) {

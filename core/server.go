@@ -97,7 +97,7 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics)}
 	ips, why := newClientIPs(cfg.ClientIP, os.Getenv)
 	log.Info("client addresses", "preset", ips.preset, "why", why, "header", ips.header, "trusted_proxies", len(ips.trusted))
-	s.adm = newAdmission(&cfg.Limits, ips, metrics)
+	s.adm = newAdmission(log, &cfg.Limits, ips, metrics)
 	metrics.registerAdmission(s.adm)
 	if !cfg.UsesAuth() {
 		s.auth.Store(auth.None())
