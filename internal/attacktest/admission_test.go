@@ -2,12 +2,15 @@ package attacktest_test
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +70,20 @@ func rawUpgrade(addr, source, query, forwardedFor string, o *outcomes) net.Conn 
 	}
 	o.add(fmt.Sprintf("%d %s", resp.StatusCode, code))
 	return nil
+}
+
+// cpuTime is the CPU time a process has used (user and system), from
+// /proc/PID/stat in clock ticks of 10 ms.
+func cpuTime(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces) start after ") ".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // outcomes counts how upgrade attempts ended: "101", or the status and
@@ -136,6 +153,7 @@ limits: {max_connections_per_ip: %d}
 	}()
 	jobs := make(chan int)
 	var wg sync.WaitGroup
+	cpu0 := cpuTime(t, r.PID())
 	start := time.Now()
 	for range attackers {
 		wg.Add(1)
@@ -163,12 +181,13 @@ limits: {max_connections_per_ip: %d}
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1 := cpuTime(t, r.PID())
 
 	stats := pair.StopAfter(elapsed + 2*time.Second)
 	mem := r.CheckSurvived(t)
 	m := metrics(t, r)
-	shed := fmt.Sprintf("%d attempts in %v: %s; %.0f connections held", addresses*perAddress, elapsed.Round(time.Millisecond), &o,
-		m["relay_listener_connections"])
+	shed := fmt.Sprintf("%d attempts in %v: %s; %.0f connections held; relay CPU %v", addresses*perAddress, elapsed.Round(time.Millisecond), &o,
+		m["relay_listener_connections"], cpu1-cpu0)
 	t.Logf("connection flood: %s; pair: %s; shed: %s", mem, stats, shed)
 	stats.Check(t, 50*time.Millisecond)
 
@@ -221,6 +240,7 @@ func TestAttackUpgradeFlood(t *testing.T) {
 	var o outcomes
 	jobs := make(chan int)
 	var wg sync.WaitGroup
+	cpu0 := cpuTime(t, r.PID())
 	start := time.Now()
 	for range attackers {
 		wg.Add(1)
@@ -239,12 +259,13 @@ func TestAttackUpgradeFlood(t *testing.T) {
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu1 := cpuTime(t, r.PID())
 
 	stats := pair.StopAfter(elapsed + 2*time.Second)
 	mem := r.CheckSurvived(t)
 	m := metrics(t, r)
-	shed := fmt.Sprintf("%d upgrades from one address in %v (%.0f/s): %s", attempts, elapsed.Round(time.Millisecond),
-		attempts/elapsed.Seconds(), &o)
+	shed := fmt.Sprintf("%d upgrades from one address in %v (%.0f/s): %s; relay CPU %v", attempts, elapsed.Round(time.Millisecond),
+		attempts/elapsed.Seconds(), &o, cpu1-cpu0)
 	t.Logf("upgrade flood: %s; pair: %s; shed: %s", mem, stats, shed)
 	stats.Check(t, 50*time.Millisecond)
 
