@@ -13,7 +13,8 @@ run:
 # end-to-end tests (real relay binary, headless Chromium, wx shim).
 test: deps vet test-go test-js
 
-# The tests run the real things: redis-server, headless Chromium, Node.js.
+# The tests run the real things: redis-server, headless Chromium, Node.js,
+# and promtool (Debian's prometheus package) for the alert rules in deploy/.
 # As root on Debian the missing ones are installed; elsewhere the command to
 # install them is printed and make stops.
 deps:
@@ -22,6 +23,7 @@ deps:
 	command -v chromium >/dev/null 2>&1 || pkgs="$$pkgs chromium"; \
 	command -v node >/dev/null 2>&1 || pkgs="$$pkgs nodejs"; \
 	command -v npm >/dev/null 2>&1 || pkgs="$$pkgs npm"; \
+	command -v promtool >/dev/null 2>&1 || pkgs="$$pkgs prometheus"; \
 	if [ -z "$$pkgs" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "make deps: installing$$pkgs"; \

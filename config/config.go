@@ -64,6 +64,8 @@ type Limits struct {
 	UpgradeBurst              int           `yaml:"upgrade_burst" doc:"Upgrade requests the process takes at once above upgrades_per_second (a restarted instance's clients all reconnecting, say)." default:"2000"`
 	HeaderTimeout             time.Duration `yaml:"header_timeout" doc:"Longest a connection may take from its accept (or, on a kept-alive HTTP connection, from the first byte of its next request) to the end of the request's header; longer is closed, however slowly bytes keep coming (slowloris). An upgraded WebSocket session is not bound by it. Until it is upgraded a connection counts toward max_connections." default:"10s"`
 	IdleTimeout               time.Duration `yaml:"idle_timeout" doc:"Longest a kept-alive HTTP connection (health checks, /metrics) may wait for its next request before it is closed." default:"30s"`
+	MaxConnectionAge          time.Duration `yaml:"max_connection_age" doc:"Age at which relay closes a connection with 4012 (reconnect now and resume), after the frames already queued for it, so that it ends before a platform cuts it (Cloud Run ends every request, a WebSocket included, at its request timeout, 60 minutes at most). Keep it below that timeout. The SDK reconnects at once and resumes; seed-wire clients see a close. 0 disables; otherwise at least 1s." default:"55m"`
+	MaxConnectionAgeJitter    float64       `yaml:"max_connection_age_jitter" doc:"Fraction of max_connection_age by which each connection's age is shortened at random, so that connections opened together (after a deploy) do not all reconnect together: each one is closed after a time drawn uniformly from [max_connection_age × (1 − jitter), max_connection_age]. 0 to 0.5." default:"0.1"`
 	Memory                    int64         `yaml:"memory" doc:"Memory budget of the process, in bytes. It is the Go runtime's soft memory limit; the history may hold half of it (never more than history.max_bytes) and the send queues of all connections together a quarter, past which the connections with the most bytes queued are closed with 4008; above 90% of it /readyz answers 503. 0: 75% of the limit of the memory cgroup relay runs in (a container's or Cloud Run's memory limit), or no budget when there is none. -1: no budget." default:"0"`
 }
 
@@ -108,6 +110,8 @@ type Log struct {
 	Format string `yaml:"format" doc:"json (Cloud Logging compatible, with severity) or text." default:"json"`
 	// TokenSecret keys the ids that name tokens in logs.
 	TokenSecret string `yaml:"token_secret" doc:"Key of the HMAC that names a token (a room) in logs, so that instances and restarts name it alike. Write ${VAR}. Empty: a random key per process, so ids match only within one process."`
+	// TraceProject turns X-Cloud-Trace-Context into Cloud Logging's trace fields.
+	TraceProject string `yaml:"trace_project" doc:"Google Cloud project id for trace correlation: when a connection's upgrade request carries X-Cloud-Trace-Context, the JSON log lines about that connection carry logging.googleapis.com/trace (projects/PROJECT/traces/TRACE_ID), logging.googleapis.com/spanId and logging.googleapis.com/trace_sampled, so that Cloud Logging groups them under the request. Empty: the GOOGLE_CLOUD_PROJECT environment variable (Cloud Run does not set it: set it on the service); when that is empty too, no trace fields."`
 }
 
 // Shutdown configures the graceful stop.
@@ -142,6 +146,8 @@ func Default() *Config {
 			UpgradeBurst:              2000,
 			HeaderTimeout:             10 * time.Second,
 			IdleTimeout:               30 * time.Second,
+			MaxConnectionAge:          55 * time.Minute,
+			MaxConnectionAgeJitter:    0.1,
 		},
 		ClientIP:  ClientIP{Preset: ClientIPAuto},
 		Heartbeat: Heartbeat{Interval: 25 * time.Second, Timeout: 60 * time.Second},

@@ -111,6 +111,8 @@ func TestValidFile(t *testing.T) {
 			UpgradeBurst:              2000,
 			HeaderTimeout:             10 * time.Second,
 			IdleTimeout:               30 * time.Second,
+			MaxConnectionAge:          30 * time.Minute,
+			MaxConnectionAgeJitter:    0.2,
 		},
 		ClientIP:  ClientIP{Preset: ClientIPAuto},
 		Heartbeat: Heartbeat{Interval: 15 * time.Second, Timeout: time.Minute},
@@ -118,7 +120,7 @@ func TestValidFile(t *testing.T) {
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
-		Log:       Log{Level: "debug", Format: "text", TokenSecret: "log-secret"},
+		Log:       Log{Level: "debug", Format: "text", TokenSecret: "log-secret", TraceProject: "my-project"},
 		Shutdown:  Shutdown{Timeout: 500 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(got, want) {

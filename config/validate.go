@@ -136,6 +136,13 @@ func (c *Config) problems() Problems {
 		}
 	}
 
+	if l.MaxConnectionAge < 0 || (l.MaxConnectionAge > 0 && l.MaxConnectionAge < time.Second) {
+		add("limits.max_connection_age", "must be 0 (no age limit) or at least 1s, got %s", l.MaxConnectionAge)
+	}
+	if j := l.MaxConnectionAgeJitter; math.IsNaN(j) || j < 0 || j > 0.5 {
+		add("limits.max_connection_age_jitter", "must be a fraction from 0 to 0.5, got %v", j)
+	}
+
 	if l.Memory < -1 {
 		add("limits.memory", "must be a number of bytes, 0 (a share of the memory cgroup limit) or -1 (no budget), got %d", l.Memory)
 	} else if l.Memory > 0 && l.Memory < minMemory {
@@ -225,6 +232,9 @@ func (c *Config) problems() Problems {
 
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", c.Log.Format, "json", "text")
+	if p := c.Log.TraceProject; strings.ContainsAny(p, "/ \t\r\n") {
+		add("log.trace_project", "must be a Google Cloud project id (such as my-project), got %q", p)
+	}
 
 	if t := c.Shutdown.Timeout; t <= 0 || t > maxShutdown {
 		add("shutdown.timeout", "must be more than 0 and at most 1h, got %s", t)

@@ -50,8 +50,16 @@ func TestUpgradeRefusals(t *testing.T) {
 			checkJSONError(t, c.resp, tc.status, tc.code)
 		})
 	}
-	t.Run("plain GET", func(t *testing.T) {
-		resp, err := http.Get(r.http + "/socket?token=t&env=h5")
+	t.Run("upgrade lost on the way", func(t *testing.T) {
+		// A plain GET without any WebSocket header is a health probe
+		// (probe_test.go); this one is an attempt whose Upgrade a proxy dropped.
+		req, err := http.NewRequest(http.MethodGet, r.http+"/socket?token=t&env=h5", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

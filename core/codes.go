@@ -1,13 +1,14 @@
 package core
 
-// Close codes sent to clients. 4000–4499: reconnect with backoff;
-// 4500–4999: terminal, the client must not reconnect on its own.
+// Close codes sent to clients. 4000–4499: reconnect with backoff (except
+// 4012: at once); 4500–4999: terminal, the client must not reconnect on its own.
 const (
 	CloseNormal         = 1000
 	CloseTooLarge       = 1009
 	ClosePolicy         = 1008 // a message split into too many fragments, or not finished in time
 	CloseRestarting     = 1012 // relay stopping or restarting: reconnect, maybe to another instance
 	CloseSlowConsumer   = 4008
+	CloseMaxAge         = 4012 // limits.max_connection_age reached: reconnect at once (see connage.go)
 	CloseTooMany        = 4029
 	CloseUnauthorized   = 4501
 	CloseReplaced       = 4502
@@ -24,6 +25,7 @@ var closeReasons = map[int]string{
 	ClosePolicy:         "policy violation",
 	CloseRestarting:     "relay restarting",
 	CloseSlowConsumer:   "slow consumer",
+	CloseMaxAge:         "connection age reached: reconnect now",
 	CloseTooMany:        "too many messages",
 	CloseUnauthorized:   "unauthorized",
 	CloseReplaced:       "replaced by a newer connection",

@@ -31,6 +31,7 @@ type Hub struct {
 	shards   [64]hubShard
 	open     atomic.Int64 // upgrades admitted by the guard and not yet ended
 	queues   queueBudget  // bytes queued for all sessions together
+	ages     *ageWheel    // closes sessions at limits.max_connection_age; nil without one
 	nextID   atomic.Uint64
 	instance string
 
@@ -62,6 +63,7 @@ func NewHub(cfg *config.Config, log *slog.Logger, bp Backplane, metrics *Metrics
 		h.shards[i].rooms = make(map[string]*room)
 	}
 	h.batch, _ = bp.(BatchPublisher)
+	h.ages = newAgeWheel(&cfg.Limits)
 	h.pipeline.Store(&Pipeline{})
 	return h
 }
@@ -125,12 +127,12 @@ func (h *Hub) join(s *Session, since *uint64) int {
 		case errors.Is(err, ErrTokenFull):
 			return CloseTokenFull
 		}
-		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
+		s.log().Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
 		return CloseRestarting
 	}
 	if joined.Replaced != "" {
 		h.metrics.replacements.Inc()
-		h.log.Info("session replaced", "token", s.tokenHash, "env", s.env, "old", joined.Replaced, "new", s.id)
+		s.log().Info("session replaced", "token", s.tokenHash, "env", s.env, "old", joined.Replaced, "new", s.id)
 	}
 	if !r.place(s, joined.Epoch) {
 		h.dropRoomIfEmpty(s.token, r)
@@ -144,7 +146,7 @@ func (h *Hub) join(s *Session, since *uint64) int {
 	page := s.historyPage()
 	hist, err := h.bp.History(ctx, s.token, from, page)
 	if err != nil {
-		h.log.Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
+		s.log().Error("backplane unavailable on join", "token", s.tokenHash, "err", err)
 		h.leave(s)
 		return CloseRestarting
 	}
@@ -200,7 +202,7 @@ func (h *Hub) leave(s *Session) {
 	}
 	r.mu.Unlock()
 	if err := h.bp.Leave(context.Background(), s.token, s.env, s.id); err != nil {
-		h.log.Warn("backplane: leave failed; presence expires on its own", "token", s.tokenHash, "err", err)
+		s.log().Warn("backplane: leave failed; presence expires on its own", "token", s.tokenHash, "err", err)
 	}
 	h.dropRoomIfEmpty(s.token, r)
 }

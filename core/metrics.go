@@ -126,6 +126,21 @@ func (m *Metrics) registerHistory(stats func() MemoryStats) {
 	)
 }
 
+// registerBackplane exports whether the backplane can be reached, the same
+// signal /readyz answers on, so that dashboards and alerts see a Redis outage
+// on every instance: a backplane with a Ready method (Redis) reports it, the
+// in-process one is always up.
+func (m *Metrics) registerBackplane(bp Backplane) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_backplane_up",
+		Help: "1 while the backplane answers (Redis: its health check passes), 0 while it is unreachable; always 1 for the memory backplane."},
+		func() float64 {
+			if r, ok := bp.(interface{ Ready() bool }); ok && !r.Ready() {
+				return 0
+			}
+			return 1
+		}))
+}
+
 // registerMemory exports the memory budget, what is in use, and what the
 // send queues of all sessions hold.
 func (m *Metrics) registerMemory(s *Server) {

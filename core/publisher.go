@@ -171,12 +171,12 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 	case r.Err != nil && errors.Is(r.Err, ErrPublishUnconfirmed):
 		s.holdFor(it.id, ErrUnconfirmed)
 		s.hub.metrics.drops.WithLabelValues(ErrUnconfirmed).Inc()
-		s.hub.log.Debug("backplane: publish unconfirmed", "token", s.tokenHash, "env", s.env, "err", r.Err)
+		s.log().Debug("backplane: publish unconfirmed", "token", s.tokenHash, "env", s.env, "err", r.Err)
 		s.refuse(it.id, &ClientError{Code: ErrUnconfirmed, Message: "relay may have accepted the message; resend it with the same id"}, it.route)
 	case r.Err != nil:
 		s.holdFor(it.id, ErrUnavailable)
 		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
-		s.hub.log.Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
+		s.log().Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
 		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now (not relayed); retry"}, it.route)
 	default:
 		if r.Duplicate {

@@ -160,12 +160,12 @@ func (s *Session) readHistory() {
 		s.mu.Lock()
 		switch {
 		case err != nil:
-			s.hub.log.Error("backplane unavailable while resuming", "token", s.tokenHash, "err", err)
+			s.log().Error("backplane unavailable while resuming", "token", s.tokenHash, "err", err)
 			closeCode = CloseRestarting
 		case !hist.Complete:
 			// The history moved past what this client has read: it must
 			// reconnect and learn from relay.hello that it cannot resume.
-			s.hub.log.Info("history evicted during a resume", "token", s.tokenHash, "env", s.env)
+			s.log().Info("history evicted during a resume", "token", s.tokenHash, "env", s.env)
 			closeCode = CloseSlowConsumer
 		default:
 			r.read(hist, s.historyPage())

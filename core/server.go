@@ -121,6 +121,11 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	// must then leave the connection open; the session closes it.
 	s.app.Server().KeepHijackedConns = true
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	if cfg.Path != "/" {
+		// WeChat Cloud Hosting (and other platforms) probe / with a plain
+		// GET; answer it as cheaply as /healthz instead of with a 404.
+		s.app.Get("/", probeAnswer)
+	}
 	s.app.Get("/readyz", s.ready)
 	s.metricsHandler = metricsGuard(cfg.Metrics.Token, promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
 	if cfg.Metrics.Listen == "" {
@@ -136,12 +141,17 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 		metrics.registerHistory(stats.Stats)
 	}
 	metrics.registerMemory(s)
+	metrics.registerBackplane(bp)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.hub.heartbeat(ctx) }()
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.adm.sweep(ctx, time.Minute) }()
+	if ages := s.hub.ages; ages != nil {
+		s.bgDone.Add(1)
+		go func() { defer s.bgDone.Done(); ages.run(ctx) }()
+	}
 	return s
 }
 
@@ -262,6 +272,29 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
+// plainProbe tells a health checker's (or a browser tab's) GET, which carries
+// no WebSocket header at all, from a WebSocket attempt that lost its upgrade
+// on the way (a proxy that drops the hop-by-hop Upgrade header still forwards
+// Sec-WebSocket-Key): the first is answered 200 so that platforms probing the
+// socket path see a healthy service and nothing is counted as refused, the
+// second keeps 426 so that its client learns what went wrong.
+func plainProbe(c *fiber.Ctx) bool {
+	for _, h := range []string{fiber.HeaderUpgrade, fiber.HeaderSecWebSocketKey, fiber.HeaderSecWebSocketVersion, fiber.HeaderSecWebSocketProtocol} {
+		if c.Get(h) != "" {
+			return false
+		}
+	}
+	return !strings.Contains(strings.ToLower(c.Get(fiber.HeaderConnection)), "upgrade")
+}
+
+// probeAnswer is the cheap answer to a platform's plain-GET health check: a
+// fixed 15-byte body, no logging, no metric.
+func probeAnswer(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.SendString(`{"status":"ok"}`)
+}
+
 // httpError answers a refused request with a JSON body clients can show.
 func httpError(c *fiber.Ctx, status int, code, message string) error {
 	return c.Status(status).JSON(fiber.Map{"error": code, "message": message})
@@ -284,6 +317,9 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		return httpError(c, status, code, message)
 	}
 	if !websocket.IsWebSocketUpgrade(c) {
+		if plainProbe(c) {
+			return probeAnswer(c)
+		}
 		return refuse(fiber.StatusUpgradeRequired, "upgrade_required",
 			"this endpoint speaks WebSocket: open it with a WebSocket client")
 	}
@@ -397,6 +433,13 @@ func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, 
 		return refuse(fiber.StatusTooManyRequests, "too_many_connections", "too many connections from this address")
 	}
 	c.Locals(connRequestLocal, req)
+	if s.cfg.Log.TraceProject != "" {
+		// Beside req rather than in it: req lives as long as its session, and
+		// only sessions with the header should pay for it.
+		if t := parseCloudTrace(c.Get(traceHeader)); t != nil {
+			c.Locals(traceLocal, t)
+		}
+	}
 	err := c.Next()
 	if !c.Context().Hijacked() {
 		s.hub.open.Add(-1)
@@ -448,12 +491,14 @@ func (s *Server) originAllowed(origin string) bool {
 // kept.
 func (s *Server) serveConn(conn *websocket.Conn) {
 	req := conn.Locals(connRequestLocal).(*connRequest)
-	go s.runSession(conn.Conn, req)
+	trace, _ := conn.Locals(traceLocal).(*traceRef)
+	go s.runSession(conn.Conn, req, trace)
 }
 
 // runSession runs one session to its end and closes its connection.
-func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
+func (s *Server) runSession(conn *fws.Conn, req *connRequest, trace *traceRef) {
 	h := s.hub
+	born := time.Now() // the connection's age counts from here
 	defer func() {
 		// Closing twice is harmless; closing never is a leaked socket.
 		_ = conn.NetConn().Close()
@@ -466,7 +511,7 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 	if g := guardOf(conn.NetConn()); g != nil {
 		g.arm(fragmentCap(&s.cfg.Limits), s.cfg.Limits.MessageTimeout)
 	}
-	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env)}
+	sess := &Session{hub: h, conn: conn, id: h.newSessionID(), env: req.env, wire: req.wire, metrics: s.metrics.forEnv(req.env), trace: trace}
 	if req.firstFrame != nil {
 		if code := s.authFirstFrame(sess, req); code != 0 {
 			s.closeAtOnce(sess, code)
@@ -486,11 +531,15 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest) {
 		sess.armExpiry(&sessionAuth{provider: req.provider, req: req.authReq, key: req.key, expires: req.expires})
 		defer sess.stopExpiry()
 	}
+	if h.ages != nil {
+		h.ages.add(sess, born)
+		defer h.ages.remove(sess)
+	}
 	sess.metrics.connections.Inc()
-	s.log.Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String(), "ip", req.ip)
+	sess.log().Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String(), "ip", req.ip)
 	sess.run()
 	sess.metrics.connections.Dec()
-	s.log.Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)
+	sess.log().Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)
 }
 
 // authFirstFrame reads the relay.auth frame a v1 client sends instead of a
@@ -530,7 +579,7 @@ func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
 	if err != nil {
 		ae := auth.AsError(err)
 		if ae != err {
-			s.log.Warn("auth provider failed", "env", req.env, "err", err.Error())
+			sess.log().Warn("auth provider failed", "env", req.env, "err", err.Error())
 		}
 		return fail(ae.Code, ae.Message)
 	}
@@ -548,7 +597,7 @@ func (s *Server) authFirstFrame(sess *Session, req *connRequest) int {
 func (s *Server) closeAtOnce(sess *Session, code int) {
 	s.metrics.rejected.WithLabelValues(closeCodeLabel(code)).Inc()
 	s.metrics.closes.WithLabelValues(closeCodeLabel(code)).Inc()
-	s.log.Info("session refused", "token", sess.tokenHash, "env", sess.env, "code", code, "reason", closeReasons[code])
+	sess.log().Info("session refused", "token", sess.tokenHash, "env", sess.env, "code", code, "reason", closeReasons[code])
 	_ = sess.conn.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(code, closeReasons[code]), time.Now().Add(time.Second))
 	// Give the peer a moment to read the close frame before the socket goes.

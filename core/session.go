@@ -60,7 +60,10 @@ type Session struct {
 	env       string
 	claims    map[string]any // from auth, handed to handlers with each message
 	authState *sessionAuth   // nil unless the credential expires (see expiry.go)
+	trace     *traceRef      // the upgrade request's Cloud Trace context; nil without one (tracelog.go)
 	wire      wireKind
+	ageSlot   uint16 // the age wheel's slot + 1, 0 when not on it; with ageIdx under the wheel's lock (connage.go)
+	ageIdx    uint32 // index in that slot
 	room      *room
 	metrics   *envMetrics
 
@@ -505,7 +508,7 @@ func (s *Session) readFailed(err error) {
 	}
 	s.hub.metrics.drops.WithLabelValues(drop).Inc()
 	s.hub.metrics.closes.WithLabelValues(closeCodeLabel(ClosePolicy)).Inc()
-	s.hub.log.Debug("connection closed: "+reason, "token", s.tokenHash, "env", s.env, "code", ClosePolicy)
+	s.log().Debug("connection closed: "+reason, "token", s.tokenHash, "env", s.env, "code", ClosePolicy)
 	// The reader stops here, so the close frame goes out at once rather
 	// than through the queue the session is about to drop.
 	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ClosePolicy, reason), time.Now().Add(time.Second))
@@ -596,9 +599,9 @@ func (s *Session) refuse(id string, cerr *ClientError, route string) {
 			attrs = append(attrs, "suppressed", suppressed)
 		}
 		if cerr.cause != nil {
-			s.hub.log.Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
+			s.log().Warn("message refused: handler failed", append(attrs, "err", cerr.cause.Error())...)
 		} else {
-			s.hub.log.Info("message refused", attrs...)
+			s.log().Info("message refused", attrs...)
 		}
 	}
 	if s.wire == wireV1 {
@@ -651,7 +654,7 @@ func (s *Session) logSuppressed() {
 		return
 	}
 	n += s.hub.unlogged.Swap(0)
-	s.hub.log.Info("message refusals not logged", "suppressed", n, "token", s.tokenHash, "env", s.env)
+	s.log().Info("message refusals not logged", "suppressed", n, "token", s.tokenHash, "env", s.env)
 }
 
 var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -63,6 +63,7 @@ func (r *reloader) reload(ctx context.Context, why string) {
 		r.log.Error("config reload refused; the running routes stay", "why", why, "err", err.Error())
 		return
 	}
+	resolveTraceProject(cfg)
 	pipeline, err := buildPipeline(ctx, cfg, r.path, r.log, r.srv.Metrics())
 	if err != nil {
 		r.log.Error("config reload refused; the running routes stay", "why", why, "err", err.Error())

@@ -140,6 +140,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log)
+	applyTraceProject(cfg, log)
 	if cfg.Log.TokenSecret != "" {
 		core.SetTokenIDKey([]byte(cfg.Log.TokenSecret))
 	}
@@ -282,6 +283,28 @@ func newLogger(w io.Writer, cfg config.Log) *slog.Logger {
 		return a
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// resolveTraceProject takes log.trace_project from GOOGLE_CLOUD_PROJECT
+// when the config leaves it empty. Cloud Run does not set that variable:
+// the project id is on its metadata server, which relay does not ask, so
+// the service sets it (deploy/cloudrun). A reloaded config is resolved the
+// same way, so that it compares equal to the running one.
+func resolveTraceProject(cfg *config.Config) {
+	if cfg.Log.TraceProject == "" {
+		if p := strings.TrimSpace(os.Getenv("GOOGLE_CLOUD_PROJECT")); !strings.ContainsAny(p, "/ \t") {
+			cfg.Log.TraceProject = p
+		}
+	}
+}
+
+// applyTraceProject resolves log.trace_project and says, on Cloud Run, when
+// there is none.
+func applyTraceProject(cfg *config.Config, log *slog.Logger) {
+	resolveTraceProject(cfg)
+	if cfg.Log.TraceProject == "" && os.Getenv("K_SERVICE") != "" && cfg.Log.Format == "json" {
+		log.Info("log lines carry no trace fields: set GOOGLE_CLOUD_PROJECT (or log.trace_project) to tie them to Cloud Run's request traces")
+	}
 }
 
 func severity(l slog.Level) string {

@@ -6,6 +6,7 @@ package streamtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -53,6 +54,7 @@ type StreamClient struct {
 	rateLimited int // relay.error rate_limited
 	unconfirmed int // relay.error unconfirmed
 	otherErrors []string
+	closes      map[int]int // close code → how many connections the relay closed with it
 	// What a test may analyse after the run (see CheckAfter).
 	firstSent map[int]time.Time // number → when it was first written
 	ackSeq    map[int]uint64    // number → the seq its ack carried
@@ -185,6 +187,15 @@ func (c *StreamClient) read(conn *fws.Conn, hello chan struct{}) {
 	for {
 		_, text, err := conn.ReadMessage()
 		if err != nil {
+			var ce *fws.CloseError
+			if errors.As(err, &ce) {
+				c.mu.Lock()
+				if c.closes == nil {
+					c.closes = map[int]int{}
+				}
+				c.closes[ce.Code]++
+				c.mu.Unlock()
+			}
 			return
 		}
 		var f struct {
@@ -306,6 +317,13 @@ func (c *StreamClient) Reconnects() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reconnects
+}
+
+// Closes is how many of the client's connections the relay closed with code.
+func (c *StreamClient) Closes(code int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closes[code]
 }
 
 // Progress is how many messages this client received.

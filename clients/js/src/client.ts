@@ -663,11 +663,19 @@ export class RelayClient {
       this.finish(state, code, reason, errCode, `relay: connection closed by the relay (${code}${reason ? ' ' + reason : ''})`);
       return;
     }
+    // 4012 ends a healthy session at the relay's max_connection_age (before a platform such as
+    // Cloud Run cuts it). The relay has already spread these closes over time, so come back at
+    // once, resuming with since=, instead of waiting out a backoff.
+    if (code === CloseCode.MaxAge && wasReady) {
+      this.attempts = 0;
+      this.scheduleReconnect(code, reason, true);
+      return;
+    }
     this.scheduleReconnect(code, reason);
   }
 
-  private scheduleReconnect(code: number, reason: string): void {
-    const delay = backoffDelay(this.attempts, this.o.backoffBase, this.o.backoffCap, this.o.random);
+  private scheduleReconnect(code: number, reason: string, now = false): void {
+    const delay = now ? 0 : backoffDelay(this.attempts, this.o.backoffBase, this.o.backoffCap, this.o.random);
     this.attempts++;
     this.setState('reconnecting', { code, reason, attempt: this.attempts, delay });
     this.clearTimer('reconnectTimer');

@@ -10,6 +10,8 @@ export const CloseCode = {
   Restarting: 1012,
   /** The relay closed a slow consumer: reconnect with backoff. */
   SlowConsumer: 4008,
+  /** The connection reached the relay's `limits.max_connection_age`: reconnect at once (no backoff) and resume. */
+  MaxAge: 4012,
   /** Too many messages: reconnect with backoff. */
   TooManyMessages: 4029,
   /** Terminal: the token was refused. */

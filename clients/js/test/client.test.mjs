@@ -131,6 +131,57 @@ describe('backoff in the client', () => {
   });
 });
 
+describe('4012: connection age reached', () => {
+  test('reconnects at once, without backoff, resumes with since and resends what was unacked', async (t) => {
+    // A backoff this long would fail the test: the reconnect must not wait for it.
+    const { net, client, states } = setup(t, { backoffBase: 60000, backoffCap: 60000 });
+    // Earlier drops have grown the backoff.
+    for (let i = 0; i < 3; i++) {
+      net.last.drop(1006);
+      t.mock.timers.tick(states[states.length - 1].delay);
+    }
+    net.last.hello({ seq: 10 });
+    net.last.message('note', { n: 1 }, 12);
+    const p = client.send('pending', { x: 1 });
+    const pendingId = net.last.appFrames[0].id;
+    net.last.drop(CloseCode.MaxAge, 'connection age reached: reconnect now');
+    const s = states[states.length - 1];
+    assert.equal(s.state, 'reconnecting');
+    assert.equal(s.code, 4012);
+    assert.equal(s.delay, 0, 'no backoff');
+    assert.equal(s.attempt, 1, 'the backoff starts over');
+    const before = net.count;
+    t.mock.timers.tick(0);
+    assert.equal(net.count, before + 1, 'a new socket at once');
+    assert.equal(net.last.query.get('since'), '12');
+    net.last.hello({ seq: 12, resumed: true });
+    assert.deepEqual(
+      net.last.appFrames.map((f) => f.id),
+      [pendingId],
+      'the unacked send goes out again with its id',
+    );
+    net.last.ack(pendingId, 13);
+    assert.equal((await p).seq, 13);
+    assert.equal(client.state, 'open');
+  });
+
+  test('a reconnect that then fails backs off again from the base', (t) => {
+    const { net, states } = setup(t, { backoffBase: 100, backoffCap: 100000 });
+    net.last.hello();
+    net.last.drop(4012);
+    t.mock.timers.tick(0);
+    net.last.drop(1006); // the immediate reconnect failed
+    assert.equal(states[states.length - 1].delay, 100, 'second attempt: 0.5 * 100 * 2^1');
+  });
+
+  test('before relay.hello it is no age: the usual backoff applies', (t) => {
+    const { net, states } = setup(t, { backoffBase: 100 });
+    net.last.open();
+    net.last.drop(4012);
+    assert.equal(states[states.length - 1].delay, 50);
+  });
+});
+
 describe('close codes', () => {
   for (const [code, errCode] of [
     [4501, 'unauthorized'],
