@@ -364,6 +364,7 @@ func (b *rateBuckets) size() int {
 // clientIPs finds the client address of a request.
 type clientIPs struct {
 	preset   string // none, cloud_run or wechat_cloud_hosting (auto resolved)
+	why      string // how the preset was chosen
 	header   string // the header that names the client; "" when none is read
 	trustAll bool   // every peer may set header: a platform's front end is the only way in
 	trusted  []netip.Prefix

@@ -96,7 +96,7 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	metrics := NewMetrics()
 	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics)}
 	ips, why := newClientIPs(cfg.ClientIP, os.Getenv)
-	log.Info("client addresses", "preset", ips.preset, "why", why, "header", ips.header, "trusted_proxies", len(ips.trusted))
+	ips.why = why
 	s.adm = newAdmission(log, &cfg.Limits, ips, metrics)
 	metrics.registerAdmission(s.adm)
 	if !cfg.UsesAuth() {
@@ -166,6 +166,13 @@ func (s *Server) authFor(env string) auth.Provider {
 		return a.For(env)
 	}
 	return nil
+}
+
+// ClientAddresses says where the server finds a connection's client
+// address: the preset in use (auto resolved), why it was chosen, and the
+// header it reads ("" for the TCP peer only), for relay serve's log.
+func (s *Server) ClientAddresses() (preset, why, header string) {
+	return s.adm.ips.preset, s.adm.ips.why, s.adm.ips.header
 }
 
 // Hub returns the server's session hub.
