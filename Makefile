@@ -4,7 +4,7 @@ TESTFLAGS ?=
 BIN       ?= bin/relay
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run test test-go test-js deps build bench vet docs proto
+.PHONY: run test test-go test-js deps build bench vet docs proto from-checkout
 
 run:
 	$(GO) run ./cmd/relay serve
@@ -39,6 +39,11 @@ test-go:
 test-js:
 	clients/js/scripts/ci.sh
 
+# The SDKs used from this checkout as docs/plugins.md and clients/js/README.md
+# say, in a temporary directory (test-js runs it too).
+from-checkout:
+	scripts/from-checkout.sh
+
 vet:
 	$(GO) vet ./...
 
@@ -50,7 +55,7 @@ bench: build
 
 # Regenerate docs/config.md, docs/handlers/ and relay.schema.json from the code.
 docs:
-	$(GO) run ./cmd/relay docs
+	$(GO) run ./cmd/relay docs -o .
 
 # Regenerate the plugin protocol's Go code (committed; needs protoc: apt-get
 # install -y protobuf-compiler libprotobuf-dev).

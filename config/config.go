@@ -80,7 +80,11 @@ type History struct {
 	Size      int           `yaml:"size" doc:"Messages kept per token. 0 turns history off: no resume, no dedupe of client ids." default:"256"`
 	TTL       time.Duration `yaml:"ttl" doc:"How long a message stays resumable." default:"5m"`
 	MaxTokens int           `yaml:"max_tokens" doc:"Tokens whose history is held at once; past it the least recently used idle token is forgotten." default:"100000"`
-	MaxBytes  int64         `yaml:"max_bytes" doc:"Memory the history may hold in all tokens together, counted as what it really takes (message structs, their bytes, the id index), and never more than half of limits.memory. Past it the history of idle tokens (no session connected to this instance) goes first, least recently used first, then the oldest messages of busy tokens; a client resuming from before a dropped message gets resumed:false." default:"268435456"`
+	MaxBytes  int64         `yaml:"max_bytes" doc:"Memory the history may hold in all tokens together, counted as what it really takes (message structs, their bytes, the id index), and never more than half of limits.memory. Past it the history of idle tokens (no session connected to this instance) goes first, least recently used first, then the oldest messages of busy tokens; a client resuming from before a dropped message gets resumed:false. The Redis backplane does not use it: Redis's maxmemory bounds the total there (docs/redis.md)." default:"268435456"`
+	// MaxTokenBytes keeps one token from taking a disproportionate share:
+	// without it a token's history grows to size × max_frame_bytes (16 MiB
+	// by default), and in Redis nothing else bounds it.
+	MaxTokenBytes int64 `yaml:"max_token_bytes" doc:"Bytes one token's history may hold, with either backplane; past it the token's oldest messages are dropped (a client resuming from before one gets resumed:false), though its newest message always stays. The memory backplane counts the memory a message really takes, the Redis backplane the size of its entry in Redis (the message's bytes and about 40 more). At least limits.max_frame_bytes; left unset, it is raised to limits.max_frame_bytes when that is larger." default:"4194304"`
 }
 
 // Backplane types.
@@ -151,7 +155,7 @@ func Default() *Config {
 		},
 		ClientIP:  ClientIP{Preset: ClientIPAuto},
 		Heartbeat: Heartbeat{Interval: 25 * time.Second, Timeout: 60 * time.Second},
-		History:   History{Size: 256, TTL: 5 * time.Minute, MaxTokens: 100000, MaxBytes: 256 << 20},
+		History:   History{Size: 256, TTL: 5 * time.Minute, MaxTokens: 100000, MaxBytes: 256 << 20, MaxTokenBytes: 4 << 20},
 		Log:       Log{Level: "info", Format: "json"},
 		Shutdown:  Shutdown{Timeout: 8 * time.Second},
 		Unmatched: FateForward,

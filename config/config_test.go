@@ -116,7 +116,7 @@ func TestValidFile(t *testing.T) {
 		},
 		ClientIP:  ClientIP{Preset: ClientIPAuto},
 		Heartbeat: Heartbeat{Interval: 15 * time.Second, Timeout: time.Minute},
-		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20},
+		History:   History{Size: 1000, TTL: 2 * time.Minute, MaxTokens: 500, MaxBytes: 64 << 20, MaxTokenBytes: 2 << 20},
 		Unmatched: FateForward,
 		Backplane: Backplane{Type: BackplaneMemory, Prefix: "relay"},
 		Metrics:   MetricsEndpoint{Listen: "127.0.0.1:9091", Token: "metrics-token-0123456789"},
@@ -455,5 +455,22 @@ func TestNearest(t *testing.T) {
 		if near := nearest(got, known); near != want {
 			t.Errorf("nearest(%q) = %q, want %q", got, near, want)
 		}
+	}
+}
+
+// A file that sets a frame size above the default per-token history bound
+// and no bound of its own stays valid: the bound follows the frame size.
+// Set explicitly, a smaller bound is an error (testdata/history_token.yaml).
+func TestTokenBytesFollowLargeFrames(t *testing.T) {
+	cleanEnv(t)
+	cfg, err := Parse([]byte("limits:\n  max_frame_bytes: 8388608\n  send_queue_bytes: 67108864\n"), "relay.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.History.MaxTokenBytes != 8<<20 {
+		t.Fatalf("history.max_token_bytes = %d, want the frame size 8388608", cfg.History.MaxTokenBytes)
+	}
+	if cfg, err := Parse([]byte("limits:\n  max_frame_bytes: 1024\n"), "relay.yaml"); err != nil || cfg.History.MaxTokenBytes != 4<<20 {
+		t.Fatalf("a small frame size: %v, history.max_token_bytes %d; want the default 4 MiB", err, cfg.History.MaxTokenBytes)
 	}
 }

@@ -94,6 +94,11 @@ func parseExpanded(text []byte, name string) (*Config, Problems) {
 	}
 	cfg.locateHandlers(name)
 	cfg.applyRouteDefaults()
+	// A default per-token bound follows a frame size larger than it, so
+	// that a file written before the bound existed stays valid.
+	if ck.lines["history.max_token_bytes"] == 0 && cfg.History.MaxTokenBytes < int64(cfg.Limits.MaxFrameBytes) {
+		cfg.History.MaxTokenBytes = int64(cfg.Limits.MaxFrameBytes)
+	}
 	probs = append(ck.probs, cfg.applyPort(os.Getenv("PORT"))...)
 	for _, p := range cfg.problems() {
 		if ck.hasFailed(p.Path) || related[p.Path] != "" && ck.hasFailed(related[p.Path]) {

@@ -37,6 +37,7 @@ var related = map[string]string{
 	"limits.upgrade_burst":           "limits.upgrades_per_second",
 	"heartbeat.timeout":              "heartbeat.interval",
 	"history.max_bytes":              "limits.max_frame_bytes",
+	"history.max_token_bytes":        "limits.max_frame_bytes",
 }
 
 func (c *Config) problems() Problems {
@@ -169,6 +170,9 @@ func (c *Config) problems() Problems {
 	}
 	if hist.MaxBytes < int64(c.Limits.MaxFrameBytes) && hist.Size > 0 {
 		add("history.max_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxBytes)
+	}
+	if hist.MaxTokenBytes < int64(c.Limits.MaxFrameBytes) && hist.Size > 0 {
+		add("history.max_token_bytes", "must be at least limits.max_frame_bytes (%d) so that one message fits, got %d", c.Limits.MaxFrameBytes, hist.MaxTokenBytes)
 	}
 
 	oneOf("backplane.type", c.Backplane.Type, BackplaneMemory, BackplaneRedis)

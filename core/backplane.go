@@ -98,6 +98,12 @@ type JoinResult struct {
 // attempt was accepted after all.
 var ErrPublishUnconfirmed = errors.New("publish unconfirmed: may have been accepted")
 
+// ErrBackplaneFull is wrapped by a publish error when the backplane
+// refused the messages for want of memory (Redis over its maxmemory and
+// unable to evict). They were certainly not accepted; the sender gets
+// unavailable, and sends work again once memory is freed.
+var ErrBackplaneFull = errors.New("backplane out of memory")
+
 // Join refusals.
 var (
 	ErrEnvTaken  = errors.New("env already connected for this token")

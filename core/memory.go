@@ -44,7 +44,8 @@ type memoryTopic struct {
 	base    uint64 // seq before the topic's first message
 	evicted uint64 // newest seq no longer retained; seqs after it up to seq are in entries
 	entries []historyEntry
-	head    int // entries[head:] are live; the prefix is reclaimed lazily
+	head    int   // entries[head:] are live; the prefix is reclaimed lazily
+	bytes   int64 // memory entries[head:] hold, for history.max_token_bytes
 	ids     map[string]uint64
 	subs    []Deliverer
 	owners  map[string]string // env -> session holding it
@@ -202,7 +203,11 @@ func (b *MemoryBackplane) publishLocked(t *memoryTopic, batch []*Message) (Publi
 		e := &t.entries[len(t.entries)-1]
 		e.idKey = idKey
 		e.size += idSize(idKey)
+		t.bytes += idSize(idKey)
 		b.bytes.Add(idSize(idKey))
+	}
+	if b.opts.Size > 0 {
+		b.trimToken(t)
 	}
 	t.used = now
 	return PublishResult{Seq: t.seq}, b.bytes.Load() > b.opts.MaxBytes
@@ -212,10 +217,24 @@ func (b *MemoryBackplane) publishLocked(t *memoryTopic, batch []*Message) (Publi
 func (b *MemoryBackplane) retain(t *memoryTopic, m *Message, now time.Time) {
 	size := retainedSize(m)
 	t.entries = append(t.entries, historyEntry{m: m, at: now, size: size})
+	t.bytes += size
 	b.bytes.Add(size)
 	b.messages.Add(1)
 	for len(t.entries)-t.head > b.opts.Size {
 		b.dropOldest(t)
+	}
+}
+
+// trimToken drops t's oldest messages while it holds more than
+// history.max_token_bytes, keeping its newest: one token cannot take the
+// history of all the others (the Redis backplane keeps the same bound).
+func (b *MemoryBackplane) trimToken(t *memoryTopic) {
+	if b.opts.MaxTokenBytes <= 0 {
+		return
+	}
+	for t.bytes > b.opts.MaxTokenBytes && len(t.entries)-t.head > 1 {
+		b.dropOldest(t)
+		b.trimmed.Add(1)
 	}
 }
 
@@ -225,6 +244,7 @@ func (b *MemoryBackplane) dropOldest(t *memoryTopic) {
 	if e.idKey != "" {
 		delete(t.ids, e.idKey)
 	}
+	t.bytes -= e.size
 	b.bytes.Add(-e.size)
 	b.messages.Add(-1)
 	*e = historyEntry{}

@@ -49,6 +49,10 @@ type ClientError struct {
 
 func (e *ClientError) Error() string { return e.Code + ": " + e.Message }
 
+// Cause is what only the log gets about a refusal (a handler's failure
+// behind handler_failed), nil when there is none. relay test shows it.
+func (e *ClientError) Cause() error { return e.cause }
+
 func clientErr(code, format string, args ...any) *ClientError {
 	return &ClientError{Code: code, Message: fmt.Sprintf(format, args...)}
 }

@@ -121,7 +121,7 @@ func (m *Metrics) registerHistory(stats func() MemoryStats) {
 			Help: "Idle tokens forgotten to stay within history.max_tokens."},
 			func() float64 { return float64(stats().Evictions) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_history_trimmed_total",
-			Help: "Messages dropped from the history to stay within its byte budget (idle tokens first) or under memory pressure."},
+			Help: "Messages dropped from the history to stay within its byte budget (idle tokens first), a token's history.max_token_bytes, or under memory pressure."},
 			func() float64 { return float64(stats().Trimmed) }),
 	)
 }

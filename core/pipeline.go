@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -84,6 +85,24 @@ const (
 // BuildPipeline provisions every route's handlers from cfg. It reports every
 // broken handler at once and closes what it provisioned when any fails.
 func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, log *slog.Logger, metrics *Metrics) (*Pipeline, error) {
+	return BuildPipelineWith(ctx, cfg, configPath, PipelineOptions{Log: log, Metrics: metrics})
+}
+
+// PipelineOptions are what a pipeline is built with besides its config.
+type PipelineOptions struct {
+	Log     *slog.Logger // nil: discard
+	Metrics *Metrics     // nil: counted nowhere
+	// Transport, when set, gives each route's handlers the transport of
+	// their outgoing HTTP requests (see ProvisionEnv.Transport).
+	Transport func(route string) http.RoundTripper
+}
+
+// BuildPipelineWith is BuildPipeline with every option.
+func BuildPipelineWith(ctx context.Context, cfg *config.Config, configPath string, opts PipelineOptions) (*Pipeline, error) {
+	log, metrics := opts.Log, opts.Metrics
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p := &Pipeline{unmatched: cfg.Unmatched}
 	if p.unmatched == "" {
 		p.unmatched = config.FateForward
@@ -107,6 +126,9 @@ func BuildPipeline(ctx context.Context, cfg *config.Config, configPath string, l
 			hc := &rc.Handlers[j]
 			env := ProvisionEnv{Route: r.name, BaseDir: baseDir, Config: cfg,
 				Log: log.With("route", r.name, "handler", hc.Handler)}
+			if opts.Transport != nil {
+				env.Transport = opts.Transport(r.name)
+			}
 			h, err := BuildHandler(ctx, hc, env)
 			if err != nil {
 				errs = append(errs, err)

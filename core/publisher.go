@@ -177,7 +177,11 @@ func (s *Session) answer(it *pubItem, r *BatchResult) {
 		s.holdFor(it.id, ErrUnavailable)
 		s.hub.metrics.drops.WithLabelValues(ErrUnavailable).Inc()
 		s.log().Debug("backplane: publish failed", "token", s.tokenHash, "env", s.env, "err", r.Err)
-		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: "relay cannot accept messages right now (not relayed); retry"}, it.route)
+		message := "relay cannot accept messages right now (not relayed); retry"
+		if errors.Is(r.Err, ErrBackplaneFull) {
+			message = "relay's backplane is out of memory (not relayed); retry later"
+		}
+		s.refuse(it.id, &ClientError{Code: ErrUnavailable, Message: message}, it.route)
 	default:
 		if r.Duplicate {
 			s.hub.metrics.drops.WithLabelValues("duplicate").Inc()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 
@@ -43,6 +44,10 @@ type ProvisionEnv struct {
 	Route   string
 	BaseDir string         // directory of relay.yaml, for relative file paths
 	Config  *config.Config // the whole configuration being built (plugins, for one)
+	// Transport, when set, carries the handler's outgoing HTTP requests
+	// (webhook) instead of the network: relay test answers them with a test
+	// file's canned answers.
+	Transport http.RoundTripper
 }
 
 // Reject is how a handler refuses a message on purpose: the sender gets

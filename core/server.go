@@ -22,6 +22,7 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pairrelay/relay/auth"
@@ -139,6 +140,10 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	}))
 	if stats, ok := bp.(interface{ Stats() MemoryStats }); ok {
 		metrics.registerHistory(stats.Stats)
+	}
+	// A backplane with series of its own (Redis: its memory, OOM refusals).
+	if c, ok := bp.(prometheus.Collector); ok {
+		metrics.Registry.MustRegister(c)
 	}
 	metrics.registerMemory(s)
 	metrics.registerBackplane(bp)

@@ -58,7 +58,7 @@ const (
 )
 
 // Provision checks the endpoint and builds the HTTP client.
-func (w *Webhook) Provision(context.Context, core.ProvisionEnv) error {
+func (w *Webhook) Provision(_ context.Context, env core.ProvisionEnv) error {
 	if w.URL == "" {
 		return errors.New("url: is required: the endpoint that receives the messages")
 	}
@@ -117,6 +117,9 @@ func (w *Webhook) Provision(context.Context, core.ProvisionEnv) error {
 		},
 		// A redirected POST would become a GET: a redirect is an answer of its own (a failure).
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	if env.Transport != nil {
+		w.client.Transport = env.Transport
 	}
 	return nil
 }

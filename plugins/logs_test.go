@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -46,29 +49,37 @@ func TestTailKeepsFirstAndLastLines(t *testing.T) {
 	}
 }
 
-// TestNodeExampleSpeaksTheProtocol: the Node example loads its own copy of
-// plugin.proto (so that it can be copied out alone); make -C plugins proto
-// refreshes it, and this test keeps it from drifting.
-func TestNodeExampleSpeaksTheProtocol(t *testing.T) {
-	want, err := os.ReadFile("internal/proto/relayplugin/v1/plugin.proto")
+// TestNodeSDKSpeaksTheProtocol: the Node SDK loads the protocol's one
+// .proto (Go's code is generated from it) and says the handshake's
+// constants as the host does.
+func TestNodeSDKSpeaksTheProtocol(t *testing.T) {
+	var protos []string
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "node_modules" || d.Name() == ".git") {
+			return filepath.SkipDir
+		}
+		if d.Name() == "plugin.proto" {
+			protos = append(protos, filepath.ToSlash(path))
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile("examples/node-enricher/proto/relayplugin/v1/plugin.proto")
-	if err != nil {
-		t.Fatal(err)
+	if want := []string{"../plugins/sdk-node/proto/relayplugin/v1/plugin.proto"}; !slices.Equal(protos, want) {
+		t.Errorf("copies of plugin.proto: %q, want only %q", protos, want)
 	}
-	if string(got) != string(want) {
-		t.Fatal("examples/node-enricher/proto/relayplugin/v1/plugin.proto differs from the protocol: run make -C plugins proto")
-	}
-	js, err := os.ReadFile("examples/node-enricher/index.js")
+	js, err := os.ReadFile("sdk-node/index.js")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"'" + wire.MagicCookieKey + "'", "'" + wire.MagicCookieValue + "'",
 		fmt.Sprintf("const APP_PROTOCOL = %d;", wire.AppProtocolVersion)} {
 		if !strings.Contains(string(js), want) {
-			t.Errorf("the Node example does not say %s", want)
+			t.Errorf("the Node SDK does not say %s", want)
 		}
 	}
 }

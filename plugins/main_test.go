@@ -66,7 +66,7 @@ func setup(m *testing.M) (int, error) {
 	if nodeEnricher, err = filepath.Abs("examples/node-enricher"); err != nil {
 		return 0, err
 	}
-	if _, err := os.Stat(filepath.Join(nodeEnricher, "node_modules", "@grpc", "grpc-js", "package.json")); err != nil {
+	if !nodeModulesCurrent(nodeEnricher) {
 		if err := run(5*time.Minute, nodeEnricher, "npm", "ci", "--no-audit", "--no-fund"); err != nil {
 			return 0, fmt.Errorf("npm ci in %s: %w", nodeEnricher, err)
 		}
@@ -74,6 +74,26 @@ func setup(m *testing.M) (int, error) {
 	code := m.Run()
 	StopAll()
 	return code, nil
+}
+
+// nodeModulesCurrent reports whether dir's node_modules hold the Node SDK
+// as it is in this checkout: the example installs plugins/sdk-node as a
+// copy (install-links), which an edit of the SDK leaves stale.
+func nodeModulesCurrent(dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js", "package.json")); err != nil {
+		return false
+	}
+	for _, f := range []string{"index.js", "package.json", "proto/relayplugin/v1/plugin.proto"} {
+		want, err := os.ReadFile(filepath.Join("sdk-node", f))
+		if err != nil {
+			return false
+		}
+		got, err := os.ReadFile(filepath.Join(dir, "node_modules", "@pairrelay", "plugin-sdk", f))
+		if err != nil || !bytes.Equal(got, want) {
+			return false
+		}
+	}
+	return true
 }
 
 // run runs a command with a time limit, its output going to stderr.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -19,52 +18,11 @@ import (
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
 	_ "github.com/pairrelay/relay/handlers" // registers the built-in handlers
-	"github.com/pairrelay/relay/internal/docgen"
-	_ "github.com/pairrelay/relay/plugins" // registers the plugin handler
+	_ "github.com/pairrelay/relay/plugins"  // registers the plugin handler
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
-
-const usage = `usage: relay <command> [flags]
-
-commands:
-  serve [-c relay.yaml]   run the relay (built-in defaults when the file does not exist)
-  check [-c relay.yaml]   validate a config file, provision its handlers, list every problem
-  handlers                list the handlers routes can use
-  docs [-o DIR]           write the reference docs and relay.schema.json from the code (into DIR, default .)
-  version                 print the version
-`
-
-// Run executes one relay command; it returns when the command is done or,
-// for serve, when ctx is cancelled and the graceful shutdown has finished.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
-	}
-	switch args[0] {
-	case "serve":
-		return serve(ctx, args[1:], stderr)
-	case "check":
-		return check(ctx, args[1:], stdout)
-	case "handlers":
-		for _, spec := range core.HandlerSpecs() {
-			fmt.Fprintf(stdout, "%-12s %s\n", spec.Name, spec.Summary)
-		}
-		return nil
-	case "docs":
-		return docgen.Run(args[1:], stdout, core.HandlerSpecs())
-	case "version":
-		fmt.Fprintln(stdout, "relay", versionString())
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
-}
 
 func versionString() string {
 	if version != "dev" {
@@ -76,34 +34,80 @@ func versionString() string {
 	return version
 }
 
-// configFlag parses "-c FILE" (or a lone FILE argument) and reports whether
-// the user named the file explicitly.
-func configFlag(name string, args []string) (path string, explicit bool, err error) {
-	fset := flag.NewFlagSet(name, flag.ContinueOnError)
-	fset.SetOutput(io.Discard)
-	fset.StringVar(&path, "c", "relay.yaml", "config file")
-	if err := fset.Parse(args); err != nil {
-		return "", false, fmt.Errorf("%s: %w", name, err)
-	}
-	switch fset.NArg() {
-	case 0:
-	case 1:
-		path = fset.Arg(0)
-	default:
-		return "", false, fmt.Errorf("%s: one config file at most, got %v", name, fset.Args())
-	}
-	fset.Visit(func(*flag.Flag) { explicit = true })
-	return path, explicit || fset.NArg() == 1, nil
+var serveCommand = &command{
+	name:     "serve",
+	synopsis: "[-c FILE]",
+	summary:  "run the relay (on built-in defaults when there is no relay.yaml)",
+	about: "Runs the relay with the config file FILE (default relay.yaml in the working directory).\n" +
+		"A FILE named with -c must exist; without -c and without relay.yaml, relay says so and runs on\n" +
+		"built-in defaults (seed wire, any env, any Origin, no routes). Changes to the file are applied\n" +
+		"without a restart where they can be (routes, plugins); SIGTERM or SIGINT shut it down gracefully.",
+	setup: func(fs *flag.FlagSet, out outputs) func(context.Context, []string) error {
+		cf := configFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			path, explicit, err := cf.resolve(fs, args)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, path, explicit, out.stderr)
+		}
+	},
 }
 
-func check(ctx context.Context, args []string, stdout io.Writer) error {
-	path, explicit, err := configFlag("check", args)
-	if err != nil {
-		return err
+var checkCommand = &command{
+	name:     "check",
+	synopsis: "[-c FILE]",
+	summary:  "validate a config file, provision its handlers, list every problem",
+	about: "Reads FILE (default relay.yaml in the working directory), builds everything relay serve\n" +
+		"would build without serving (schemas, expressions, plugins, auth keys) and lists every problem\n" +
+		"at once with its line. Exits 1 when there is a problem or when there is no file to check.",
+	setup: func(fs *flag.FlagSet, out outputs) func(context.Context, []string) error {
+		cf := configFlag(fs)
+		return func(ctx context.Context, args []string) error {
+			path, explicit, err := cf.resolve(fs, args)
+			if err != nil {
+				return err
+			}
+			return check(ctx, path, explicit, out.stdout)
+		}
+	},
+}
+
+// configFileFlag is "-c FILE", or a lone FILE argument instead.
+type configFileFlag struct{ path *string }
+
+func configFlag(fs *flag.FlagSet) configFileFlag {
+	return configFileFlag{fs.String("c", "relay.yaml", "config `FILE`; a lone FILE argument works too")}
+}
+
+// resolve returns the config file and whether the user named it
+// explicitly (then it must exist).
+func (c configFileFlag) resolve(fs *flag.FlagSet, args []string) (path string, explicit bool, err error) {
+	path = *c.path
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "c" })
+	switch len(args) {
+	case 0:
+	case 1:
+		if explicit {
+			return "", false, usageErr(fmt.Sprintf("%s: -c %s and %s: one config file at most", fs.Name(), path, args[0]))
+		}
+		path, explicit = args[0], true
+	default:
+		return "", false, usageErr(fmt.Sprintf("%s: one config file at most, got %q", fs.Name(), args))
 	}
+	return path, explicit, nil
+}
+
+func check(ctx context.Context, path string, explicit bool, stdout io.Writer) error {
 	cfg, source, err := loadConfig(ctx, path, explicit)
 	if err != nil {
 		return err
+	}
+	if source == builtInDefaults {
+		// "ok" about a file that is not there would pass a CI step that
+		// checks nothing.
+		return fmt.Errorf("check: no %s in %s, nothing to check (name a file: relay check -c FILE; relay serve would run on the built-in defaults)",
+			path, workingDir())
 	}
 	// Provisioning is part of the check: a schema that does not compile or
 	// a plugin that does not start must fail here, not at serve time.
@@ -130,16 +134,16 @@ func configPathOf(source, path string) string {
 	return path
 }
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
-	path, explicit, err := configFlag("serve", args)
-	if err != nil {
-		return err
-	}
+func serve(ctx context.Context, path string, explicit bool, stderr io.Writer) error {
 	cfg, source, err := loadConfig(ctx, path, explicit)
 	if err != nil {
 		return err
 	}
 	log := newLogger(stderr, cfg.Log)
+	if source == builtInDefaults {
+		log.Warn("no config file: running on the built-in defaults (seed wire, any env, any Origin, no routes); write relay.yaml or name one with -c FILE",
+			"looked_for", path, "dir", workingDir())
+	}
 	applyTraceProject(cfg, log)
 	if cfg.Log.TokenSecret != "" {
 		core.SetTokenIDKey([]byte(cfg.Log.TokenSecret))
@@ -231,6 +235,15 @@ func applyMemoryBudget(cfg *config.Config, log *slog.Logger) core.MemoryBudget {
 		"history_bytes", budget.HistoryBytes(cfg.History.MaxBytes), "send_queue_bytes", budget.QueueBytes(),
 		"go_memory_limit", debug.SetMemoryLimit(-1))
 	return budget
+}
+
+// workingDir names the directory a relative config path was looked for in.
+func workingDir() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "the working directory"
+	}
+	return dir
 }
 
 // configDir is where relative file names of the config start from.

@@ -255,7 +255,8 @@ func TestServeRunsOnBuiltInDefaultsWithPORT(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not return after cancel")
 	}
-	if !strings.Contains(stderr.String(), `"config":"built-in defaults"`) {
+	if !strings.Contains(stderr.String(), `"config":"built-in defaults"`) ||
+		!strings.Contains(stderr.String(), "no config file: running on the built-in defaults") {
 		t.Fatalf("log does not say it ran on defaults:\n%s", stderr.String())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,11 @@ func Run(t *testing.T, newBackplane Factory) {
 		opts := defaults()
 		opts.TTL = 300 * time.Millisecond
 		historyAge(t, open(t, opts))
+	})
+	t.Run("HistoryWindowByTokenBytes", func(t *testing.T) {
+		opts := defaults()
+		opts.MaxTokenBytes = tokenBytes
+		historyTokenBytes(t, open(t, opts))
 	})
 	t.Run("BatchGetsConsecutiveSeqs", func(t *testing.T) { batch(t, open(t, defaults())) })
 	t.Run("DedupeByClientID", func(t *testing.T) { dedupe(t, open(t, defaults())) })
@@ -317,6 +323,65 @@ func historyWindow(t *testing.T, bp core.Backplane) {
 	}
 	if h := history(t, bp, token, 0); h.Complete || len(h.Messages) != 5 {
 		t.Fatalf("since 0 after evictions: complete %v, %d messages; want incomplete, 5", h.Complete, len(h.Messages))
+	}
+}
+
+// tokenBytes is the per-token byte bound HistoryWindowByTokenBytes sets:
+// 8 messages of 2,000 bytes fit with either backplane's overhead, 20 do not.
+const tokenBytes = 20 << 10
+
+func bigMsg(token string, n, size int) *core.Message {
+	m := msg(token, "h5", n)
+	m.Data = json.RawMessage(`"` + strings.Repeat("x", size-3) + fmt.Sprint(n%10) + `"`)
+	return m
+}
+
+// historyTokenBytes: one token's history stays within max_token_bytes,
+// oldest messages first, and a resume from before a dropped one is not
+// complete; another token's history is not touched, and the newest
+// message stays even when it alone is over the bound.
+func historyTokenBytes(t *testing.T, bp core.Backplane) {
+	big, small := newToken(t), newToken(t)
+	var smallSeqs []uint64
+	for i := 0; i < 10; i++ {
+		m := msg(small, "h5", i)
+		publish(t, bp, m)
+		smallSeqs = append(smallSeqs, m.Seq)
+	}
+	var seqs []uint64
+	for i := 0; i < 20; i++ {
+		m := bigMsg(big, i, 2000)
+		publish(t, bp, m)
+		seqs = append(seqs, m.Seq)
+	}
+	h := history(t, bp, big, seqs[0])
+	if h.Complete {
+		t.Fatalf("since the first of 20 messages of 2,000 bytes under a bound of %d bytes: reported complete with %d messages", tokenBytes, len(h.Messages))
+	}
+	n := len(h.Messages)
+	if n < 8 || n >= 11 || h.Messages[n-1].Seq != seqs[19] {
+		t.Fatalf("kept %d messages (want the newest 8 to 10 of 20 within %d bytes), last seq %d, want %d", n, tokenBytes, h.Messages[n-1].Seq, seqs[19])
+	}
+	for i, m := range h.Messages {
+		if want := seqs[20-n+i]; m.Seq != want || len(m.Data) != 2000 {
+			t.Fatalf("message %d of the history: seq %d (want %d), %d bytes of data", i, m.Seq, want, len(m.Data))
+		}
+	}
+	// Resuming from just before the oldest message kept still works.
+	if h := history(t, bp, big, seqs[20-n]-1); !h.Complete || len(h.Messages) != n {
+		t.Fatalf("since the last dropped message: complete %v, %d messages; want complete, %d", h.Complete, len(h.Messages), n)
+	}
+	if h := history(t, bp, small, smallSeqs[0]-1); !h.Complete || len(h.Messages) != 10 {
+		t.Fatalf("the other token: complete %v, %d messages; want complete, 10", h.Complete, len(h.Messages))
+	}
+	// A message over the bound by itself replaces everything before it.
+	huge := bigMsg(big, 99, 2*tokenBytes)
+	publish(t, bp, huge)
+	if h := history(t, bp, big, seqs[19]); !h.Complete || len(h.Messages) != 1 || h.Messages[0].Seq != huge.Seq {
+		t.Fatalf("after a message over the bound: complete %v, %d messages; want complete, only it", h.Complete, len(h.Messages))
+	}
+	if h := history(t, bp, big, seqs[19]-1); h.Complete {
+		t.Fatal("after a message over the bound: a resume from before the message before it reported complete")
 	}
 }
 

@@ -15,13 +15,14 @@
 //	                     message), evicted (newest seq no longer retained),
 //	                     epoch (claims handed out), head (no later than the
 //	                     oldest entry's time), bytes (size of the history),
-//	                     touched (last TTL extension)
+//	                     idn (client ids in ids), touched (last TTL extension)
 //	                     TTL max(2×history.ttl, 10 min), extended by publishes,
 //	                     history reads and every instance holding the token
 //	P:{h}:hist    list   the retained messages, oldest first:
 //	                     "seq:at_ms:idlen:" + from\0id + encoded message
-//	                     at most history.size entries and history.max_bytes
-//	                     bytes, none older than history.ttl;
+//	                     at most history.size entries and
+//	                     history.max_token_bytes bytes (its newest entry
+//	                     always stays), none older than history.ttl;
 //	                     TTL history.ttl + 60 s
 //	P:{h}:ids     hash   from\0id → seq of the batch that client id was
 //	                     accepted with; an id leaves with its message;
@@ -34,6 +35,19 @@
 // A token whose meta is missing (new, expired, or Redis lost it) starts its
 // seqs and epochs at the Redis clock's unix milliseconds × 1000, above
 // anything an earlier life of the token can have used: seq never goes back.
+//
+// # Memory
+//
+// Redis's maxmemory and eviction policy bound the total (volatile-lru is
+// the one docs/redis.md recommends: every key has a TTL). Redis evicts key
+// by key, so the scripts check that hist and ids agree with meta before
+// they use them, and close the token's window (resumes answer
+// resumed:false, no id is answered from half of it) when they do not.
+// Over maxmemory with nothing to evict, Redis refuses a script at its
+// first write that needs memory; the publish script writes before it
+// publishes, so such a refusal is certain (core.ErrBackplaneFull, the
+// client gets unavailable). The backplane is a prometheus.Collector: its
+// counters, and Redis's own memory figures read by INFO at each scrape.
 //
 // # Scripts
 //

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	fws "github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pairrelay/relay/config"
 	"github.com/pairrelay/relay/core"
@@ -331,4 +332,14 @@ func data(m map[string]any) map[string]any {
 func (g *gatedBackplane) Ready() bool {
 	r, ok := g.Backplane.(interface{ Ready() bool })
 	return !ok || r.Ready()
+}
+
+// Describe and Collect forward the real backplane's series, as relay's
+// server registers them.
+func (g *gatedBackplane) Describe(ch chan<- *prometheus.Desc) {
+	g.Backplane.(prometheus.Collector).Describe(ch)
+}
+
+func (g *gatedBackplane) Collect(ch chan<- prometheus.Metric) {
+	g.Backplane.(prometheus.Collector).Collect(ch)
 }

@@ -70,8 +70,10 @@ func (o *Options) defaults() {
 	if o.History.TTL < time.Millisecond {
 		o.History.TTL = time.Millisecond
 	}
-	if o.History.MaxBytes <= 0 {
-		o.History.MaxBytes = 1 << 62
+	// history.max_bytes bounds the memory backplane's history in all
+	// tokens together; in Redis, maxmemory does (docs/redis.md).
+	if o.History.MaxTokenBytes <= 0 {
+		o.History.MaxTokenBytes = 1 << 62
 	}
 }
 
@@ -124,6 +126,8 @@ type Backplane struct {
 	up       chan struct{} // closed, and replaced, whenever the health check finds Redis reachable again
 
 	reconnects, catchUps, gaps atomic.Int64
+	trimmed                    atomic.Int64 // history entries dropped to keep history.max_token_bytes
+	oom                        atomic.Int64 // calls Redis refused with OOM
 }
 
 // Counters are what the backplane went through since New.
@@ -220,6 +224,7 @@ func New(ctx context.Context, cfg config.Backplane, opts Options) (*Backplane, e
 			return nil, fmt.Errorf("redis backplane: loading scripts into %s: %w", ropts.Addr, err)
 		}
 	}
+	checkMemoryPolicy(startCtx, rdb, ropts.Addr, opts.Log)
 
 	var id [6]byte
 	_, _ = rand.Read(id[:])
@@ -339,7 +344,7 @@ func (b *Backplane) PublishBatches(ctx context.Context, batches [][]*core.Messag
 	defer cancel()
 	idKeys := make([]string, 0, n)
 	args := make([]any, 0, 7+size)
-	args = append(args, b.opts.History.Size, ms(b.opts.History.TTL), ms(b.metaKeep), b.opts.History.MaxBytes,
+	args = append(args, b.opts.History.Size, ms(b.opts.History.TTL), ms(b.metaKeep), b.opts.History.MaxTokenBytes,
 		k.channel, n, b.scriptDeadline(ctx))
 	for _, batch := range batches {
 		if len(batch) == 0 {
@@ -361,10 +366,11 @@ func (b *Backplane) PublishBatches(ctx context.Context, batches [][]*core.Messag
 		fail(fmt.Errorf("redis backplane: publish (%d client messages): %w", n, errLate))
 		return
 	}
-	if len(res) != 2*n {
+	if len(res) != 2*n+1 {
 		fail(fmt.Errorf("redis backplane: publish: %d values in the reply for %d client messages", len(res), n))
 		return
 	}
+	b.trimmed.Add(res[2*n])
 	j := 0
 	for i, batch := range batches {
 		if len(batch) == 0 {
@@ -404,7 +410,19 @@ func (b *Backplane) noted(err error) error {
 	if isDialError(err) {
 		b.markDown(err)
 	}
+	if isOOM(err) {
+		b.oom.Add(1)
+	}
 	return err
+}
+
+// isOOM reports whether Redis refused a call for want of memory: over its
+// maxmemory and, by its policy, unable to evict (noeviction, or nothing
+// left that it may evict). Redis refuses a script at its first write that
+// needs memory, before anything it did matters (see publishScript).
+func isOOM(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "OOM ")
 }
 
 // isDialError reports whether err is a failure to connect.
@@ -463,6 +481,9 @@ func (b *Backplane) scriptDeadline(ctx context.Context) int64 {
 // core.ErrPublishUnconfirmed: the call may have run and only its reply be
 // lost. A resend with the same client id is safe in both cases.
 func publishFailure(n int, err error) error {
+	if isOOM(err) {
+		return fmt.Errorf("redis backplane: publish (%d client messages) refused: redis is over its maxmemory: %w: %w", n, core.ErrBackplaneFull, err)
+	}
 	if notRun(err) {
 		return fmt.Errorf("redis backplane: publish (%d client messages) refused: %w", n, err)
 	}

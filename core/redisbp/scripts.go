@@ -25,22 +25,47 @@ end
 -- claim epochs) at now*1000, above anything an earlier life of the token
 -- can have used. head is no later than the time of the oldest retained
 -- entry (0: unknown), so the history is looked at only when that entry may
--- have expired; touched is when the keys' TTLs were last extended.
+-- have expired; touched is when the keys' TTLs were last extended; idn
+-- is how many client ids the ids hash holds.
 local function load_meta(meta, now)
-  local v = redis.call('HMGET', meta, 'seq', 'base', 'evicted', 'bytes', 'head', 'touched')
+  local v = redis.call('HMGET', meta, 'seq', 'base', 'evicted', 'bytes', 'head', 'touched', 'idn')
   if not v[1] then
     local start = now * 1000
     redis.call('HSET', meta, 'seq', fmt(start), 'base', fmt(start), 'evicted', fmt(start),
-      'bytes', '0', 'epoch', fmt(start), 'head', '0', 'touched', '0')
-    return {seq = start, base = start, evicted = start, bytes = 0, head = 0, touched = 0, lost = true}
+      'bytes', '0', 'epoch', fmt(start), 'head', '0', 'touched', '0', 'idn', '0')
+    return {seq = start, base = start, evicted = start, bytes = 0, head = 0, touched = 0, idn = 0, lost = true}
   end
   return {seq = tonumber(v[1]), base = tonumber(v[2]), evicted = tonumber(v[3]),
-    bytes = tonumber(v[4] or '0'), head = tonumber(v[5] or '0'), touched = tonumber(v[6] or '0'), lost = false}
+    bytes = tonumber(v[4] or '0'), head = tonumber(v[5] or '0'), touched = tonumber(v[6] or '0'),
+    idn = tonumber(v[7] or '0'), lost = false}
 end
 
 local function save_meta(meta, m)
   redis.call('HSET', meta, 'seq', fmt(m.seq), 'evicted', fmt(m.evicted), 'bytes', fmt(m.bytes),
-    'head', fmt(m.head), 'touched', fmt(m.touched))
+    'head', fmt(m.head), 'touched', fmt(m.touched), 'idn', fmt(m.idn))
+end
+
+-- The retained window is the seqs evicted+1..seq: hist holds exactly
+-- their entries, ids their client ids. Redis may drop any key of a token
+-- on its own (a maxmemory eviction policy, a TTL), and then the window
+-- must close instead of lying: a meta lost with the rest kept starts a new
+-- life whose window is empty, so what hist and ids still hold belongs to
+-- the earlier one (and would shift every list index); a hist or ids lost
+-- with meta kept leaves nothing to resume from or to dedupe against.
+-- Either way the window becomes empty: a resume from before it answers
+-- resumed:false, and no id is answered from a half of it.
+local function check_window(hist, ids, m)
+  if m.seq == m.evicted then
+    if m.bytes ~= 0 or m.idn ~= 0 or redis.call('EXISTS', hist, ids) > 0 then
+      redis.call('DEL', hist, ids)
+      m.bytes, m.idn = 0, 0
+    end
+    return
+  end
+  if redis.call('EXISTS', hist) == 0 or (m.idn > 0 and redis.call('EXISTS', ids) == 0) then
+    redis.call('DEL', hist, ids)
+    m.evicted, m.bytes, m.idn = m.seq, 0, 0
+  end
 end
 
 -- A history entry is "seq:at:idlen:" .. idkey .. message.
@@ -55,7 +80,7 @@ local function pop_entry(hist, ids, m)
   local e = redis.call('LPOP', hist)
   if not e then return end
   local s, at, idk = parse_entry(e)
-  if idk ~= '' then redis.call('HDEL', ids, idk) end
+  if idk ~= '' and redis.call('HDEL', ids, idk) == 1 and m.idn > 0 then m.idn = m.idn - 1 end
   m.evicted = s
   m.bytes = m.bytes - #e
   if at > m.head then m.head = at end
@@ -67,7 +92,7 @@ local function expire(hist, ids, m, cutoff)
   while m.seq > m.evicted and m.head < cutoff do
     local e = redis.call('LINDEX', hist, 0)
     if not e then
-      m.evicted, m.bytes = m.seq, 0
+      m.evicted, m.bytes, m.idn = m.seq, 0, 0
       redis.call('DEL', ids)
       return
     end
@@ -113,10 +138,17 @@ end
 // "unavailable", so it must not publish later (a hung Redis runs what
 // queued up when it resumes).
 //
+// Over maxmemory, Redis refuses a script's first write that needs memory
+// (RPUSH, HSET: an OOM error) and lets everything after a first write
+// through. So a write that needs memory comes before the first PUBLISH:
+// refused, the script has done nothing that matters, and the caller can
+// answer "unavailable" for certain.
+//
 //	KEYS: meta, hist, ids
-//	ARGV: size, ttl_ms, meta_keep_ms, max_bytes, channel, batches, deadline_ms,
+//	ARGV: size, ttl_ms, meta_keep_ms, max_token_bytes, channel, batches, deadline_ms,
 //	      then per batch: idkey, n, message1..n
-//	→ per batch {0, last_seq} or {1, original_seq} for a duplicate;
+//	→ per batch {0, last_seq} or {1, original_seq} for a duplicate, then
+//	  how many entries were dropped to keep max_token_bytes;
 //	  {-1} when the deadline had passed
 var publishScript = redis.NewScript(luaCommon + `
 local meta, hist, ids = KEYS[1], KEYS[2], KEYS[3]
@@ -125,10 +157,17 @@ local channel, batches, deadline = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = clock()
 if now > deadline then return {-1} end
 local m = load_meta(meta, now)
-if size > 0 then expire(hist, ids, m, now - ttl) end
+if size > 0 then
+  check_window(hist, ids, m)
+  expire(hist, ids, m, now - ttl)
+else
+  -- Without a history the first write would come after a PUBLISH.
+  redis.call('HSET', meta, 'seq', fmt(m.seq))
+end
 local at = ':' .. fmt(now) .. ':'
 local len = 0
 local idset = false
+local trimmed = 0
 local out = {}
 local arg = 8
 for b = 1, batches do
@@ -152,7 +191,10 @@ for b = 1, batches do
         len = redis.call('RPUSH', hist, e)
         if len == 1 then
           -- A new list: whatever was retained before is gone.
-          if m.evicted < m.seq - 1 then redis.call('DEL', ids) end
+          if m.evicted < m.seq - 1 then
+            redis.call('DEL', ids)
+            m.idn = 0
+          end
           m.evicted, m.bytes, m.head, m.touched = m.seq - 1, 0, now, 0
         end
         m.bytes = m.bytes + #e
@@ -169,6 +211,7 @@ for b = 1, batches do
       while m.bytes > maxbytes and len > 1 do
         pop_entry(hist, ids, m)
         len = len - 1
+        trimmed = trimmed + 1
       end
       -- The id lives as long as the batch's last message is retained.
       if idk ~= '' then
@@ -179,7 +222,7 @@ for b = 1, batches do
           redis.call('HSETNX', ids, '', string.rep('-', 80))
           idset = true
         end
-        redis.call('HSET', ids, idk, fmt(m.seq))
+        m.idn = m.idn + redis.call('HSET', ids, idk, fmt(m.seq))
       end
     end
     out[#out + 1] = 0
@@ -194,6 +237,7 @@ if now - m.touched >= 30000 then
   m.touched = now
 end
 save_meta(meta, m)
+out[#out + 1] = trimmed
 return out
 `)
 
@@ -208,17 +252,9 @@ local meta, hist, ids = KEYS[1], KEYS[2], KEYS[3]
 local ttl, keep, since, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = clock()
 local m = load_meta(meta, now)
-local len = redis.call('LLEN', hist)
-if m.evicted + len < m.seq then
-  -- Entries were lost (the key expired as a whole): the newest len remain.
-  m.evicted = m.seq - len
-  if len == 0 then
-    redis.call('DEL', ids)
-    m.bytes = 0
-  end
-end
+check_window(hist, ids, m)
 expire(hist, ids, m, now - ttl)
-len = m.seq - m.evicted
+local len = m.seq - m.evicted
 if now - m.touched >= 30000 then
   redis.call('PEXPIRE', meta, keep)
   m.touched = now
@@ -249,6 +285,7 @@ if redis.call('EXISTS', meta) == 0 then return false end
 local now = clock()
 local m = load_meta(meta, now)
 local evicted = m.evicted
+check_window(hist, ids, m)
 expire(hist, ids, m, now - ttl)
 if m.evicted ~= evicted then save_meta(meta, m) end
 local s = redis.call('HGET', ids, idk)

@@ -15,14 +15,18 @@ ARG NODE_RUNTIME_IMAGE=gcr.io/distroless/nodejs22-debian12:nonroot
 FROM ${RELAY_IMAGE} AS relay
 
 FROM ${NODE_IMAGE} AS plugin
-WORKDIR /plugins/node-enricher
-COPY plugins/examples/node-enricher/package.json plugins/examples/node-enricher/package-lock.json ./
+# The example takes @pairrelay/plugin-sdk from ../../sdk-node (a file:
+# dependency that .npmrc's install-links copies into node_modules with its
+# own dependencies): the build keeps the repository's layout.
+WORKDIR /src/plugins/examples/node-enricher
+COPY plugins/sdk-node/ /src/plugins/sdk-node/
+COPY plugins/examples/node-enricher/package.json plugins/examples/node-enricher/package-lock.json plugins/examples/node-enricher/.npmrc ./
 RUN npm ci --omit=dev
 COPY plugins/examples/node-enricher/ ./
 
 FROM ${NODE_RUNTIME_IMAGE}
 COPY --from=relay /relay /relay
-COPY --from=plugin /plugins/node-enricher /plugins/node-enricher
+COPY --from=plugin /src/plugins/examples/node-enricher /plugins/node-enricher
 COPY deploy/plugins/node.relay.yaml /relay.yaml
 USER 65532:65532
 EXPOSE 8080

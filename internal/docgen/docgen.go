@@ -14,7 +14,6 @@ package docgen
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -148,28 +147,19 @@ func Write(root string, files []File, w io.Writer) error {
 	return nil
 }
 
-// Run is `relay docs [-o DIR]`: it writes the generated files under DIR,
-// the repository root, by default the current directory.
-func Run(args []string, stdout io.Writer, specs []core.HandlerSpec) error {
-	fset := flag.NewFlagSet("docs", flag.ContinueOnError)
-	fset.SetOutput(io.Discard)
-	dir := fset.String("o", ".", "repository root to write docs/ and relay.schema.json under")
-	if err := fset.Parse(args); err != nil {
-		return fmt.Errorf("docs: %w (usage: relay docs [-o DIR])", err)
-	}
-	if fset.NArg() > 0 {
-		return fmt.Errorf("docs: unexpected arguments %v (usage: relay docs [-o DIR])", fset.Args())
-	}
+// Run is `relay docs -o DIR`: it writes the generated files under dir, the
+// root of a checkout, and lists what it changed.
+func Run(dir string, stdout io.Writer, specs []core.HandlerSpec) error {
 	files, err := Generate(specs)
 	if err != nil {
 		return fmt.Errorf("docs: %w", err)
 	}
 	var changes bytes.Buffer
-	if err := Write(*dir, files, &changes); err != nil {
+	if err := Write(dir, files, &changes); err != nil {
 		return fmt.Errorf("docs: %w", err)
 	}
 	if changes.Len() == 0 {
-		fmt.Fprintf(stdout, "%d files in %s already up to date\n", len(files), *dir)
+		fmt.Fprintf(stdout, "%d files in %s already up to date\n", len(files), dir)
 		return nil
 	}
 	_, err = stdout.Write(changes.Bytes())

@@ -1,5 +1,6 @@
 #!/bin/sh
-# CI for the JS SDK (clients/js): clean install, unit tests, then the
+# CI for the JS SDK (clients/js): clean install, unit tests, the compile test
+# of typed messages (relay types -lang ts + tsc), then the
 # end-to-end tests against the real relay (go build ./cmd/relay) and Chromium.
 # Fails, never skips, when a prerequisite is missing.
 #
@@ -30,4 +31,8 @@ fi
 
 npm ci --no-audit --no-fund
 npm test
+npm run test:types
+# The SDKs used from this checkout as the READMEs say (file: and npm pack,
+# Go replace and workspace), in a temporary directory.
+../../scripts/from-checkout.sh
 npm run test:e2e

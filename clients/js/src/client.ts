@@ -28,6 +28,19 @@ export interface RelayMessage<T = any> {
   ts?: number;
 }
 
+/**
+ * The data type of each message type, as a map from type to data. The default lets
+ * every type carry any data; `relay types -lang ts` generates one from the `validate`
+ * schemas of relay.yaml's routes, and `createClient<RelayMessages>(…)` then checks the
+ * data of `send()` and `on()` at compile time.
+ */
+export interface AnyMessages {
+  [type: string]: any;
+}
+
+/** Data of the frames of type K for handlers: relay's own frames (`relay.*`) are not in the map. */
+export type DataOf<M, K extends string> = K extends `relay.${string}` ? any : K extends keyof M ? M[K] : any;
+
 /** Data of the `relay.hello` frame. */
 export interface HelloData {
   session?: string;
@@ -220,7 +233,7 @@ export function base64url(s: string): string {
  * connecting it on first use. Repeat calls return the same instance (their
  * other options are ignored) until it is closed or replaced.
  */
-export function createClient(options: ClientOptions): RelayClient {
+export function createClient<M extends object = AnyMessages>(options: ClientOptions): RelayClient<M> {
   if (!options || (!options.url && !options.container)) {
     throw new TypeError('relay: createClient needs `url` or `container`');
   }
@@ -239,7 +252,8 @@ export function createClient(options: ClientOptions): RelayClient {
     registry.set(key, client);
     client._start();
   }
-  return client;
+  // One client per url+token+env whatever map a caller types it with: the map is a compile-time view.
+  return client as unknown as RelayClient<M>;
 }
 
 /** UTF-8 byte length of a string (no TextEncoder needed). */
@@ -282,8 +296,11 @@ function remove<T>(list: T[], item: T): void {
   if (i >= 0) list.splice(i, 1);
 }
 
-/** One logical relay connection that survives reconnects. Create it with `createClient`. */
-export class RelayClient {
+/**
+ * One logical relay connection that survives reconnects. Create it with `createClient`.
+ * M maps each message type to its data type (see AnyMessages).
+ */
+export class RelayClient<M extends object = AnyMessages> {
   private readonly o: Required<
     Pick<
       ClientOptions,
@@ -412,7 +429,9 @@ export class RelayClient {
    * Handles frames of one type: application types, or system frames by their wire
    * name (`relay.hello`, `relay.presence`, `relay.error`). Returns an unsubscribe function.
    */
-  on<T = any>(type: string, handler: (msg: RelayMessage<T>) => void): () => void {
+  on<K extends keyof M & string>(type: K, handler: (msg: RelayMessage<DataOf<M, K>>) => void): () => void;
+  on<T = any>(type: string, handler: (msg: RelayMessage<T>) => void): () => void;
+  on(type: string, handler: (msg: RelayMessage) => void): () => void {
     let list = this.handlers.get(type);
     if (!list) this.handlers.set(type, (list = []));
     list.push(handler as Handler);
@@ -448,7 +467,7 @@ export class RelayClient {
    * with a RelayError when the relay refuses it or the client gives up on it. While
    * not connected the message is queued and sent, with the same id, once connected.
    */
-  send(type: string, data?: unknown, options: SendOptions = {}): Promise<SendResult> {
+  send<K extends keyof M & string>(type: K, data?: M[K], options: SendOptions = {}): Promise<SendResult> {
     if (this.st === 'closed' || this.st === 'replaced') {
       return Promise.reject(new RelayError(this.st, `relay: client is ${this.st}; create a new one to send`));
     }

@@ -5,6 +5,8 @@
 export { createClient, base64url } from './client.js';
 export type {
   RelayClient,
+  AnyMessages,
+  DataOf,
   AppLifecycle,
   ClientOptions,
   CredentialTransport,

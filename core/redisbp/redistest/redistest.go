@@ -47,6 +47,10 @@ type Config struct {
 	// errors: StartWith stores throwaway keys, and each of them is loaded
 	// slowly (the key-load-delay debug setting).
 	SlowLoad bool
+	// MaxMemory, when set, is the server's maxmemory ("64mb"), and
+	// MaxMemoryPolicy its maxmemory-policy (Redis's default: noeviction).
+	MaxMemory       string
+	MaxMemoryPolicy string
 }
 
 // Start starts a redis-server on a free 127.0.0.1 port; the test fails
@@ -133,6 +137,12 @@ func (s *Server) start() {
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}
 	if s.cfg.AppendOnly {
 		args = append(args, "--appendonly", "yes")
+	}
+	if s.cfg.MaxMemory != "" {
+		args = append(args, "--maxmemory", s.cfg.MaxMemory)
+	}
+	if s.cfg.MaxMemoryPolicy != "" {
+		args = append(args, "--maxmemory-policy", s.cfg.MaxMemoryPolicy)
 	}
 	if s.cfg.SlowLoad {
 		// 1,000 keys at 0.4 ms each; Redis answers (LOADING) between keys

@@ -3,8 +3,12 @@
 // A plugin is a process started by relay through hashicorp/go-plugin: it
 // prints go-plugin's handshake line (1|1|tcp|127.0.0.1:PORT|grpc, or unix)
 // and serves this service plus grpc.health.v1.Health ("plugin" SERVING) on
-// that address. Go plugins get all of that from plugins/sdk; other languages
-// implement it (plugins/examples/node-enricher is a complete example).
+// that address. Go plugins get all of that from plugins/sdk, Node.js plugins
+// from plugins/sdk-node; other languages implement it (plugins/sdk-node/index.js
+// shows how).
+//
+// This file is the only copy: plugins/sdk-node loads it at run time, and
+// `make proto` generates the Go code in plugins/internal/proto from it.
 //
 // Changing a field's number or meaning needs a new package version
 // (relayplugin.v2) and a new app protocol version in the handshake.
