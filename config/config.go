@@ -26,6 +26,7 @@ type Config struct {
 	OnDuplicate string          `yaml:"on_duplicate" doc:"A second connection for the same token+env: replace (the older gets close 4502) or reject (the newcomer gets close 4505)." default:"replace"`
 	Auth        Auth            `yaml:"auth" doc:"Who may connect and which pairing key a connection gets; envs.<env>.auth overrides it for one env."`
 	Origins     []string        `yaml:"origins" doc:"Allowed Origin header values. Empty: any Origin (the original relay's behaviour); requests without Origin are always allowed."`
+	ClientIP    ClientIP        `yaml:"client_ip" doc:"Which address is a connection's client behind a proxy or a platform's front end: what every per-IP limit counts, auth providers see and logs name."`
 	Limits      Limits          `yaml:"limits" doc:"Per-connection and per-process limits."`
 	Heartbeat   Heartbeat       `yaml:"heartbeat" doc:"Dead peer detection."`
 	History     History         `yaml:"history" doc:"Messages kept per token so that a client reconnecting with since=N misses nothing, and client ids are deduplicated."`
@@ -47,20 +48,26 @@ type Env struct {
 
 // Limits bound what one client can make the relay hold or do.
 type Limits struct {
-	MaxFrameBytes          int           `yaml:"max_frame_bytes" doc:"Largest frame a client may send; a larger one closes the connection with 1009. Messages that handlers return are held to it as well, measured as the frame a client would send: a larger one is a handler failure (the route's on_error decides)." default:"65536"`
-	SendQueue              int           `yaml:"send_queue" doc:"Frames queued for one connection before it counts as a slow consumer and is closed with 4008." default:"256"`
-	SendQueueBytes         int           `yaml:"send_queue_bytes" doc:"Bytes queued for one connection before it counts as a slow consumer and is closed with 4008. At least max_frame_bytes. A single larger frame (a receiver gets a seed text re-encoded as a JSON string, up to 6 × max_frame_bytes + 1 KiB) still goes out when the queue is empty." default:"4194304"`
-	WriteTimeout           time.Duration `yaml:"write_timeout" doc:"Longest a single frame write may block before the connection is dropped." default:"10s"`
-	MessagesPerSecond      float64       `yaml:"messages_per_second" doc:"Sustained messages per second one connection may send; excess messages are refused with relay.error rate_limited. 0 disables." default:"100"`
-	Burst                  int           `yaml:"burst" doc:"Messages one connection may send at once above the sustained rate." default:"200"`
-	MaxFragments           int           `yaml:"max_fragments" doc:"Frames one client message may be split into (a first frame and its continuations); more close the connection with 1008. Never less than max_frame_bytes/4096 in effect, so that a message of the largest size sent in 4 KiB frames (as Go WebSocket clients do) fits. 0 disables." default:"128"`
-	MessageTimeout         time.Duration `yaml:"message_timeout" doc:"Longest a client may take to finish a message it started (from its first frame to the end of its last); longer closes the connection with 1008. 0 disables." default:"30s"`
-	MaxConnections         int           `yaml:"max_connections" doc:"Open WebSocket connections this process accepts; more get HTTP 503. 0 disables." default:"50000"`
-	MaxConnectionsPerToken int           `yaml:"max_connections_per_token" doc:"Envs connected at once for one token; more get close 4504. 0 disables." default:"16"`
-	MaxConnectionsPerIP    int           `yaml:"max_connections_per_ip" doc:"Open connections from one client IP; more get HTTP 429. 0 disables (the default: behind Cloud Run or the WeChat gateway many users share an address)." default:"0"`
-	MaxConnectionAge       time.Duration `yaml:"max_connection_age" doc:"Age at which relay closes a connection with 4012 (reconnect now and resume), after the frames already queued for it, so that it ends before a platform cuts it (Cloud Run ends every request, a WebSocket included, at its request timeout, 60 minutes at most). Keep it below that timeout. The SDK reconnects at once and resumes; seed-wire clients see a close. 0 disables; otherwise at least 1s." default:"55m"`
-	MaxConnectionAgeJitter float64       `yaml:"max_connection_age_jitter" doc:"Fraction of max_connection_age by which each connection's age is shortened at random, so that connections opened together (after a deploy) do not all reconnect together: each one is closed after a time drawn uniformly from [max_connection_age × (1 − jitter), max_connection_age]. 0 to 0.5." default:"0.1"`
-	Memory                 int64         `yaml:"memory" doc:"Memory budget of the process, in bytes. It is the Go runtime's soft memory limit; the history may hold half of it (never more than history.max_bytes) and the send queues of all connections together a quarter, past which the connections with the most bytes queued are closed with 4008; above 90% of it /readyz answers 503. 0: 75% of the limit of the memory cgroup relay runs in (a container's or Cloud Run's memory limit), or no budget when there is none. -1: no budget." default:"0"`
+	MaxFrameBytes             int           `yaml:"max_frame_bytes" doc:"Largest frame a client may send; a larger one closes the connection with 1009. Messages that handlers return are held to it as well, measured as the frame a client would send: a larger one is a handler failure (the route's on_error decides)." default:"65536"`
+	SendQueue                 int           `yaml:"send_queue" doc:"Frames queued for one connection before it counts as a slow consumer and is closed with 4008." default:"256"`
+	SendQueueBytes            int           `yaml:"send_queue_bytes" doc:"Bytes queued for one connection before it counts as a slow consumer and is closed with 4008. At least max_frame_bytes. A single larger frame (a receiver gets a seed text re-encoded as a JSON string, up to 6 × max_frame_bytes + 1 KiB) still goes out when the queue is empty." default:"4194304"`
+	WriteTimeout              time.Duration `yaml:"write_timeout" doc:"Longest a single frame write may block before the connection is dropped." default:"10s"`
+	MessagesPerSecond         float64       `yaml:"messages_per_second" doc:"Sustained messages per second one connection may send; excess messages are refused with relay.error rate_limited. 0 disables." default:"100"`
+	Burst                     int           `yaml:"burst" doc:"Messages one connection may send at once above the sustained rate." default:"200"`
+	MaxFragments              int           `yaml:"max_fragments" doc:"Frames one client message may be split into (a first frame and its continuations); more close the connection with 1008. Never less than max_frame_bytes/4096 in effect, so that a message of the largest size sent in 4 KiB frames (as Go WebSocket clients do) fits. 0 disables." default:"128"`
+	MessageTimeout            time.Duration `yaml:"message_timeout" doc:"Longest a client may take to finish a message it started (from its first frame to the end of its last); longer closes the connection with 1008. 0 disables." default:"30s"`
+	MaxConnections            int           `yaml:"max_connections" doc:"Connections this process holds at once: WebSocket sessions and connections not yet upgraded (a request in progress, a kept-alive HTTP connection). Past it a new connection gets HTTP 503 server_full and is closed at its accept, before its request is read. 0 disables." default:"50000"`
+	MaxConnectionsPerToken    int           `yaml:"max_connections_per_token" doc:"Envs connected at once for one token; more get close 4504. 0 disables." default:"16"`
+	MaxConnectionsPerIP       int           `yaml:"max_connections_per_ip" doc:"Connections from one client address at once (see client_ip; IPv6 clients count by their /64); more get HTTP 429 too_many_connections. Counted from the upgrade, and from the TCP accept as well when the peer is the client itself (no trusted proxy between), so that half-open requests count too; those past it are closed at once. 1000 leaves room for a carrier-grade NAT or an office behind one address while a single address cannot hold more than 1/50 of max_connections. 0 disables." default:"1000"`
+	ConnectionsPerSecondPerIP float64       `yaml:"connections_per_second_per_ip" doc:"Sustained upgrade requests per second from one client address (a token bucket per address, forgotten once full again, at most 65536 addresses held); more get HTTP 429 too_many_requests with Retry-After. 20 a second with a burst of 200 lets a few hundred users behind one NAT reconnect together after a restart while one address cannot take a large share of upgrades_per_second. 0 disables." default:"20"`
+	ConnectionBurstPerIP      int           `yaml:"connection_burst_per_ip" doc:"Upgrade requests one client address may make at once above connections_per_second_per_ip." default:"200"`
+	UpgradesPerSecond         float64       `yaml:"upgrades_per_second" doc:"Sustained upgrade requests per second the process takes from everyone together; more get HTTP 503 busy with Retry-After, so that a reconnect storm or a flood from many addresses costs the open sessions little CPU. Checked after the per-address rate. 0 disables." default:"1000"`
+	UpgradeBurst              int           `yaml:"upgrade_burst" doc:"Upgrade requests the process takes at once above upgrades_per_second (a restarted instance's clients all reconnecting, say)." default:"2000"`
+	HeaderTimeout             time.Duration `yaml:"header_timeout" doc:"Longest a connection may take from its accept (or, on a kept-alive HTTP connection, from the first byte of its next request) to the end of the request's header; longer is closed, however slowly bytes keep coming (slowloris). An upgraded WebSocket session is not bound by it. Until it is upgraded a connection counts toward max_connections." default:"10s"`
+	IdleTimeout               time.Duration `yaml:"idle_timeout" doc:"Longest a kept-alive HTTP connection (health checks, /metrics) may wait for its next request before it is closed." default:"30s"`
+	MaxConnectionAge          time.Duration `yaml:"max_connection_age" doc:"Age at which relay closes a connection with 4012 (reconnect now and resume), after the frames already queued for it, so that it ends before a platform cuts it (Cloud Run ends every request, a WebSocket included, at its request timeout, 60 minutes at most). Keep it below that timeout. The SDK reconnects at once and resumes; seed-wire clients see a close. 0 disables; otherwise at least 1s." default:"55m"`
+	MaxConnectionAgeJitter    float64       `yaml:"max_connection_age_jitter" doc:"Fraction of max_connection_age by which each connection's age is shortened at random, so that connections opened together (after a deploy) do not all reconnect together: each one is closed after a time drawn uniformly from [max_connection_age × (1 − jitter), max_connection_age]. 0 to 0.5." default:"0.1"`
+	Memory                    int64         `yaml:"memory" doc:"Memory budget of the process, in bytes. It is the Go runtime's soft memory limit; the history may hold half of it (never more than history.max_bytes) and the send queues of all connections together a quarter, past which the connections with the most bytes queued are closed with 4008; above 90% of it /readyz answers 503. 0: 75% of the limit of the memory cgroup relay runs in (a container's or Cloud Run's memory limit), or no budget when there is none. -1: no budget." default:"0"`
 }
 
 // Heartbeat detects peers that vanished without closing.
@@ -127,19 +134,27 @@ func Default() *Config {
 		OnDuplicate: DuplicateReplace,
 		Auth:        defaultAuth(),
 		Limits: Limits{
-			MaxFrameBytes:          64 << 10,
-			SendQueue:              256,
-			SendQueueBytes:         4 << 20,
-			WriteTimeout:           10 * time.Second,
-			MessagesPerSecond:      100,
-			Burst:                  200,
-			MaxFragments:           128,
-			MessageTimeout:         30 * time.Second,
-			MaxConnections:         50000,
-			MaxConnectionsPerToken: 16,
-			MaxConnectionAge:       55 * time.Minute,
-			MaxConnectionAgeJitter: 0.1,
+			MaxFrameBytes:             64 << 10,
+			SendQueue:                 256,
+			SendQueueBytes:            4 << 20,
+			WriteTimeout:              10 * time.Second,
+			MessagesPerSecond:         100,
+			Burst:                     200,
+			MaxFragments:              128,
+			MessageTimeout:            30 * time.Second,
+			MaxConnections:            50000,
+			MaxConnectionsPerToken:    16,
+			MaxConnectionsPerIP:       1000,
+			ConnectionsPerSecondPerIP: 20,
+			ConnectionBurstPerIP:      200,
+			UpgradesPerSecond:         1000,
+			UpgradeBurst:              2000,
+			HeaderTimeout:             10 * time.Second,
+			IdleTimeout:               30 * time.Second,
+			MaxConnectionAge:          55 * time.Minute,
+			MaxConnectionAgeJitter:    0.1,
 		},
+		ClientIP:  ClientIP{Preset: ClientIPAuto},
 		Heartbeat: Heartbeat{Interval: 25 * time.Second, Timeout: 60 * time.Second},
 		History:   History{Size: 256, TTL: 5 * time.Minute, MaxTokens: 100000, MaxBytes: 256 << 20, MaxTokenBytes: 4 << 20},
 		Log:       Log{Level: "info", Format: "json"},

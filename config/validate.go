@@ -31,11 +31,13 @@ func (c *Config) Validate() error {
 // line that changed the other one. When the other key failed to decode, the
 // rule is not applied: it would judge the file by a default.
 var related = map[string]string{
-	"limits.send_queue_bytes": "limits.max_frame_bytes",
-	"limits.burst":            "limits.messages_per_second",
-	"heartbeat.timeout":       "heartbeat.interval",
-	"history.max_bytes":       "limits.max_frame_bytes",
-	"history.max_token_bytes": "limits.max_frame_bytes",
+	"limits.send_queue_bytes":        "limits.max_frame_bytes",
+	"limits.burst":                   "limits.messages_per_second",
+	"limits.connection_burst_per_ip": "limits.connections_per_second_per_ip",
+	"limits.upgrade_burst":           "limits.upgrades_per_second",
+	"heartbeat.timeout":              "heartbeat.interval",
+	"history.max_bytes":              "limits.max_frame_bytes",
+	"history.max_token_bytes":        "limits.max_frame_bytes",
 }
 
 func (c *Config) problems() Problems {
@@ -67,6 +69,7 @@ func (c *Config) problems() Problems {
 	ps = append(ps, c.authProblems()...)
 	ps = append(ps, c.metricsProblems()...)
 	ps = append(ps, c.apiProblems()...)
+	ps = append(ps, c.clientIPProblems()...)
 	oneOf("on_duplicate", c.OnDuplicate, DuplicateReplace, DuplicateReject)
 	for i, o := range c.Origins {
 		if strings.TrimSpace(o) == "" {
@@ -94,6 +97,29 @@ func (c *Config) problems() Problems {
 		add("limits.messages_per_second", "must be at least 0 (0 disables the limit), got %v", mps)
 	case mps > 0 && l.Burst < 1:
 		add("limits.burst", "must be at least 1 when limits.messages_per_second is set, got %d", l.Burst)
+	}
+	for _, rate := range []struct {
+		path, burstPath string
+		perSecond       float64
+		burst           int
+	}{
+		{"limits.connections_per_second_per_ip", "limits.connection_burst_per_ip", l.ConnectionsPerSecondPerIP, l.ConnectionBurstPerIP},
+		{"limits.upgrades_per_second", "limits.upgrade_burst", l.UpgradesPerSecond, l.UpgradeBurst},
+	} {
+		switch r := rate.perSecond; {
+		case math.IsNaN(r) || math.IsInf(r, 0):
+			add(rate.path, "must be a finite number (0 disables the limit), got %v", r)
+		case r < 0:
+			add(rate.path, "must be at least 0 (0 disables the limit), got %v", r)
+		case r > 0 && rate.burst < 1:
+			add(rate.burstPath, "must be at least 1 when %s is set, got %d", rate.path, rate.burst)
+		}
+	}
+	if l.HeaderTimeout <= 0 {
+		add("limits.header_timeout", "must be more than 0, got %s", l.HeaderTimeout)
+	}
+	if l.IdleTimeout <= 0 {
+		add("limits.idle_timeout", "must be more than 0, got %s", l.IdleTimeout)
 	}
 	if l.MessageTimeout < 0 {
 		add("limits.message_timeout", "must be at least 0 (0 disables the limit), got %s", l.MessageTimeout)

@@ -3,7 +3,9 @@ package core
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,18 +23,35 @@ var (
 	errMessageTimeout   = errors.New("websocket: message not finished in time")
 )
 
-// guardListener wraps every accepted connection in a frameConn.
+// guardListener wraps every accepted connection in a frameConn, after
+// admission control (admission.go) let it in; a refused one is answered and
+// closed here, and the next one accepted.
 type guardListener struct {
 	net.Listener
+	adm *admission // nil: no admission control (tests of the frame guard)
 }
 
 func (l guardListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.adm == nil {
+			return &frameConn{Conn: c}, nil
+		}
+		if fc := l.adm.accept(c); fc != nil {
+			return fc, nil
+		}
 	}
-	return &frameConn{Conn: c}, nil
 }
+
+// HTTP phases of a connection before its upgrade, for its read deadline.
+const (
+	httpHeader  uint8 = iota // reading a request's header: header_timeout from its start
+	httpRequest              // the header is in; the request is being answered
+	httpIdle                 // answered; waiting for the next request: idle_timeout
+)
 
 // frameConn is a server-side connection that, once armed, counts the
 // fragments of each client message and bounds the time a message may take.
@@ -46,9 +65,20 @@ type frameConn struct {
 	net.Conn
 
 	// HTTP phase: pending holds what a read brought in past a header's end;
-	// nl tracks a blank line across reads (1: after \n, 2: after \n\r).
+	// nl tracks a blank line across reads (1: after \n, 2: after \n\r);
+	// phase says which timeout the read deadline is (fasthttp's serving
+	// goroutine only, until the upgrade).
 	pending []byte
 	nl      uint8
+	phase   uint8
+
+	// Admission: counted by adm from the accept until Close; peerKey is
+	// the address counted toward max_connections_per_ip at the accept.
+	adm         *admission
+	peerKey     netip.Addr
+	peerCounted bool
+	closed      atomic.Bool
+	upgraded    atomic.Bool
 
 	// Set by arm; read only by the reader goroutine afterwards.
 	armed        bool
@@ -76,6 +106,32 @@ type frameConn struct {
 // library reads anything, on the goroutine that then reads (runSession).
 func (c *frameConn) arm(maxFragments int, maxMessage time.Duration) {
 	c.armed, c.maxFragments, c.maxMessage = true, maxFragments, maxMessage
+	if c.adm != nil {
+		c.adm.upgraded(c)
+		// The pre-upgrade timeouts end here: the session reads under its
+		// own deadlines (heartbeat), never the header or idle timeout.
+		c.dmu.Lock()
+		_ = c.Conn.SetReadDeadline(c.readDL)
+		c.dmu.Unlock()
+	}
+}
+
+// Close closes the connection, and tells admission control once.
+func (c *frameConn) Close() error {
+	if c.adm != nil && c.closed.CompareAndSwap(false, true) {
+		c.adm.released(c)
+	}
+	return c.Conn.Close()
+}
+
+// Write answers a request in the HTTP phase: once its answer goes out, the
+// connection waits for its next request under idle_timeout.
+func (c *frameConn) Write(p []byte) (int, error) {
+	if !c.armed && c.adm != nil && c.phase == httpRequest {
+		c.phase = httpIdle
+		_ = c.Conn.SetReadDeadline(c.adm.now().Add(c.adm.limits.IdleTimeout))
+	}
+	return c.Conn.Write(p)
 }
 
 // guardOf returns the frameConn under a hijacked connection, if any.
@@ -140,13 +196,21 @@ func (c *frameConn) readHTTP(p []byte) (int, error) {
 	} else {
 		var err error
 		if n, err = c.Conn.Read(p); n == 0 {
+			c.timedOut(err)
 			return n, err
 		}
+	}
+	if c.phase == httpIdle && c.adm != nil {
+		// The next request has begun: its header has header_timeout,
+		// however slowly it comes.
+		c.phase = httpHeader
+		_ = c.Conn.SetReadDeadline(c.adm.now().Add(c.adm.limits.HeaderTimeout))
 	}
 	for i := 0; i < n; i++ {
 		switch b := p[i]; {
 		case b == '\n' && c.nl != 0:
 			c.nl = 0
+			c.phase = httpRequest
 			if rest := p[i+1 : n]; len(rest) > 0 {
 				// rest is the caller's buffer: keep a copy.
 				c.pending = append(append([]byte(nil), rest...), c.pending...)
@@ -164,6 +228,19 @@ func (c *frameConn) readHTTP(p []byte) (int, error) {
 		c.pending = nil
 	}
 	return n, nil
+}
+
+// timedOut counts a connection closed by a pre-upgrade timeout.
+func (c *frameConn) timedOut(err error) {
+	var ne net.Error
+	if c.adm == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		return
+	}
+	which := "header"
+	if c.phase == httpIdle {
+		which = "idle"
+	}
+	c.adm.metrics.pendingTimeouts.WithLabelValues(which).Inc()
 }
 
 // scan follows the frame headers in b, counting fragments. On a

@@ -20,6 +20,9 @@ type Metrics struct {
 	replacements prometheus.Counter
 	rejected     *prometheus.CounterVec
 	resumes      *prometheus.CounterVec
+	// Connections closed before their upgrade by limits.header_timeout or
+	// limits.idle_timeout.
+	pendingTimeouts *prometheus.CounterVec
 
 	handlerResults  *prometheus.CounterVec
 	handlerDuration *prometheus.HistogramVec
@@ -63,6 +66,9 @@ func NewMetrics() *Metrics {
 			Name: "relay_upgrades_refused_total", Help: "Connection attempts refused before or at upgrade, by reason."}, []string{"reason"}),
 		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_resumes_total", Help: "Reconnects with since, by whether the history still covered them."}, []string{"resumed"}),
+		pendingTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_pending_timeouts_total", Help: "Connections closed before an upgrade because a request header took longer than limits.header_timeout (timeout=header) or a kept-alive connection waited longer than limits.idle_timeout (timeout=idle)."},
+			[]string{"timeout"}),
 		handlerResults: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_handler_results_total", Help: "Handler calls by route, handler and result (passed, dropped, fanout, rejected, failed)."},
 			[]string{"route", "handler", "result"}),
@@ -74,7 +80,7 @@ func NewMetrics() *Metrics {
 		envLimit: maxEnvLabels,
 	}
 	m.Registry.MustRegister(m.connections, m.messagesIn, m.messagesOut, m.drops, m.errors, m.closes,
-		m.replacements, m.rejected, m.resumes, m.handlerResults, m.handlerDuration,
+		m.replacements, m.rejected, m.resumes, m.pendingTimeouts, m.handlerResults, m.handlerDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -161,5 +167,18 @@ func (m *Metrics) registerMemory(s *Server) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "relay_send_queue_shed_total",
 			Help: "Connections closed with 4008 because the send queues together were over their budget (the widest first)."},
 			func() float64 { return float64(q.shed.Load()) }),
+	)
+}
+
+// registerAdmission exports what the listener holds: every accepted
+// connection counts toward limits.max_connections, upgraded or not.
+func (m *Metrics) registerAdmission(a *admission) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_listener_connections",
+			Help: "Connections accepted and not yet closed, upgraded or not: what limits.max_connections bounds."},
+			func() float64 { return float64(a.conns.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "relay_pending_connections",
+			Help: "Connections accepted and not (yet) upgraded: HTTP requests in progress and kept-alive HTTP connections."},
+			func() float64 { return float64(a.pending.Load()) }),
 	)
 }

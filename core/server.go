@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -65,8 +67,7 @@ type Server struct {
 	budget   MemoryBudget
 	pressure atomic.Bool // memory use above the budget's high-water mark
 
-	ipMu    sync.Mutex
-	ipConns map[string]int
+	adm *admission // client addresses, connection rates and counts (admission.go)
 }
 
 // connRequest is what the upgrade guard learned, handed to the session.
@@ -75,7 +76,8 @@ type connRequest struct {
 	env    string
 	wire   wireKind
 	since  *uint64
-	ip     string
+	ip     string         // the client's address (client_ip), as auth and logs see it
+	ipKey  netip.Addr     // what max_connections_per_ip counts it under
 	claims map[string]any // what auth lets handlers see; nil without auth
 
 	// firstFrame is set when the credential is to come as the first frame
@@ -93,8 +95,11 @@ type connRequest struct {
 // NewServer builds a server relaying through bp.
 func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	metrics := NewMetrics()
-	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics),
-		ipConns: make(map[string]int)}
+	s := &Server{cfg: cfg, log: log, metrics: metrics, hub: NewHub(cfg, log, bp, metrics)}
+	ips, why := newClientIPs(cfg.ClientIP, os.Getenv)
+	ips.why = why
+	s.adm = newAdmission(log, &cfg.Limits, ips, metrics)
+	metrics.registerAdmission(s.adm)
 	if !cfg.UsesAuth() {
 		s.auth.Store(auth.None())
 	}
@@ -146,6 +151,8 @@ func NewServer(cfg *config.Config, log *slog.Logger, bp Backplane) *Server {
 	s.ctx, s.stop = ctx, cancel
 	s.bgDone.Add(1)
 	go func() { defer s.bgDone.Done(); s.hub.heartbeat(ctx) }()
+	s.bgDone.Add(1)
+	go func() { defer s.bgDone.Done(); s.adm.sweep(ctx, time.Minute) }()
 	if ages := s.hub.ages; ages != nil {
 		s.bgDone.Add(1)
 		go func() { defer s.bgDone.Done(); ages.run(ctx) }()
@@ -164,6 +171,13 @@ func (s *Server) authFor(env string) auth.Provider {
 		return a.For(env)
 	}
 	return nil
+}
+
+// ClientAddresses says where the server finds a connection's client
+// address: the preset in use (auto resolved), why it was chosen, and the
+// header it reads ("" for the TCP peer only), for relay serve's log.
+func (s *Server) ClientAddresses() (preset, why, header string) {
+	return s.adm.ips.preset, s.adm.ips.why, s.adm.ips.header
 }
 
 // Hub returns the server's session hub.
@@ -211,7 +225,7 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 // Serve accepts connections on ln until Shutdown. Each connection is
 // wrapped so that a session can watch its client's frames (frameguard.go).
 func (s *Server) Serve(ln net.Listener) error {
-	return s.app.Listener(guardListener{ln})
+	return s.app.Listener(guardListener{Listener: ln, adm: s.adm})
 }
 
 // Shutdown stops accepting, closes every session with 1012 after what is
@@ -334,6 +348,13 @@ func (s *Server) guard(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return refuse(fiber.StatusServiceUnavailable, "restarting", "relay is restarting: reconnect")
 	}
+	// Before anything that costs: a flood is refused at the price of a
+	// token bucket.
+	ip := s.adm.clientIP(c)
+	if status, code, message, retry := s.adm.limitRate(ip); status != 0 {
+		c.Set(fiber.HeaderRetryAfter, retry)
+		return refuse(status, code, message)
+	}
 	env := c.Query("env")
 	prov := s.authFor(env)
 	cred, _, cerr := auth.Credential(c.Query("token"), c.Get(fiber.HeaderSecWebSocketProtocol), c.Get(fiber.HeaderAuthorization))
@@ -360,7 +381,7 @@ func (s *Server) guard(c *fiber.Ctx) error {
 	case !config.ValidEnvName(env):
 		return refuse(fiber.StatusBadRequest, "bad_env", "env must match [a-z0-9_-]{1,32}")
 	}
-	req := &connRequest{env: env, ip: c.IP()}
+	req := &connRequest{env: env, ip: ip.String(), ipKey: limitKey(ip)}
 	switch v := c.Query("v"); {
 	case v != "" && v != "1":
 		return refuse(fiber.StatusBadRequest, "unsupported_version", "v must be 1 (or absent for the env's configured wire)")
@@ -427,8 +448,9 @@ func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, 
 		c.Set(fiber.HeaderRetryAfter, "5")
 		return refuse(fiber.StatusServiceUnavailable, "server_full", "relay has no room for more connections")
 	}
-	if !s.acquireIP(req.ip) {
+	if !s.adm.acquireClient(req.ipKey) {
 		s.hub.open.Add(-1)
+		c.Set(fiber.HeaderRetryAfter, "5")
 		return refuse(fiber.StatusTooManyRequests, "too_many_connections", "too many connections from this address")
 	}
 	c.Locals(connRequestLocal, req)
@@ -442,7 +464,7 @@ func (s *Server) admit(c *fiber.Ctx, req *connRequest, refuse func(int, string, 
 	err := c.Next()
 	if !c.Context().Hijacked() {
 		s.hub.open.Add(-1)
-		s.releaseIP(req.ip)
+		s.adm.releaseClient(req.ipKey)
 	}
 	return err
 }
@@ -485,31 +507,6 @@ func (s *Server) originAllowed(origin string) bool {
 	return false
 }
 
-func (s *Server) acquireIP(ip string) bool {
-	max := s.cfg.Limits.MaxConnectionsPerIP
-	if max <= 0 {
-		return true
-	}
-	s.ipMu.Lock()
-	defer s.ipMu.Unlock()
-	if s.ipConns[ip] >= max {
-		return false
-	}
-	s.ipConns[ip]++
-	return true
-}
-
-func (s *Server) releaseIP(ip string) {
-	if s.cfg.Limits.MaxConnectionsPerIP <= 0 {
-		return
-	}
-	s.ipMu.Lock()
-	defer s.ipMu.Unlock()
-	if s.ipConns[ip]--; s.ipConns[ip] <= 0 {
-		delete(s.ipConns, ip)
-	}
-}
-
 // serveConn starts the session of an upgraded connection and returns:
 // contrib/websocket recycles conn then, so only its WebSocket connection is
 // kept.
@@ -526,7 +523,7 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest, trace *traceRef) {
 	defer func() {
 		// Closing twice is harmless; closing never is a leaked socket.
 		_ = conn.NetConn().Close()
-		s.releaseIP(req.ip)
+		s.adm.releaseClient(req.ipKey)
 		h.open.Add(-1)
 	}()
 	defer s.recoverSession(conn)
@@ -560,7 +557,7 @@ func (s *Server) runSession(conn *fws.Conn, req *connRequest, trace *traceRef) {
 		defer h.ages.remove(sess)
 	}
 	sess.metrics.connections.Inc()
-	sess.log().Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String())
+	sess.log().Debug("session open", "session", sess.id, "token", sess.tokenHash, "env", sess.env, "wire", sess.wire.String(), "ip", req.ip)
 	sess.run()
 	sess.metrics.connections.Dec()
 	sess.log().Debug("session closed", "session", sess.id, "token", sess.tokenHash, "env", sess.env)

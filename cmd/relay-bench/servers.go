@@ -64,7 +64,8 @@ const shippedLikeRoutes = `routes:
 // defaults except that nothing limits the load and the log stays quiet.
 const benchConfig = `listen: "127.0.0.1:%d"
 log: {level: warn}
-limits: {messages_per_second: 0, max_connections: 0, send_queue: 4096, send_queue_bytes: 67108864}
+limits: {messages_per_second: 0, max_connections: 0, send_queue: 4096, send_queue_bytes: 67108864,
+  max_connections_per_ip: 0, connections_per_second_per_ip: 0, upgrades_per_second: 0}
 `
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat;

@@ -201,8 +201,9 @@ func serve(ctx context.Context, path string, explicit bool, stderr io.Writer) er
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	preset, why, header := srv.ClientAddresses()
 	log.Info("relay listening", "addr", ln.Addr().String(), "path", cfg.Path, "config", source,
-		"version", versionString(), "wire", cfg.Wire)
+		"version", versionString(), "wire", cfg.Wire, "client_ip", preset, "client_ip_why", why, "client_ip_header", header)
 
 	select {
 	case err := <-served:
