@@ -1,4 +1,4 @@
-// Builds dist/: index.mjs (ESM), index.cjs (CJS), types/ (ESM .d.ts) and
+// Builds dist/: index.mjs (ESM), index.cjs (CJS), miniprogram/index.js (CJS), types/ (ESM .d.ts) and
 // cjs-types/ (the same .d.ts under a {"type":"commonjs"} package.json so that
 // TypeScript reads them as CommonJS for require() consumers).
 import { build } from 'esbuild';
@@ -23,6 +23,14 @@ const common = {
 };
 await build({ ...common, format: 'esm', outfile: join(dist, 'index.mjs') });
 await build({ ...common, format: 'cjs', outfile: join(dist, 'index.cjs') });
+// WeChat's Build npm (miniprogram-ci packNpm) appends ".js" to a `main` that does not end
+// in .js or .json, so it cannot find dist/index.cjs. It copies the directory named by the
+// package's `miniprogram` field as is instead: the same CommonJS build as index.js there,
+// under a {"type":"commonjs"} package.json so that Node reads it as CommonJS too.
+const mp = join(dist, 'miniprogram');
+mkdirSync(mp, { recursive: true });
+cpSync(join(dist, 'index.cjs'), join(mp, 'index.js'));
+writeFileSync(join(mp, 'package.json'), '{"type":"commonjs"}\n');
 
 const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 try {
@@ -37,4 +45,4 @@ const cjsTypes = join(dist, 'cjs-types');
 mkdirSync(cjsTypes, { recursive: true });
 cpSync(join(dist, 'types'), cjsTypes, { recursive: true });
 writeFileSync(join(cjsTypes, 'package.json'), '{"type":"commonjs"}\n');
-console.log('built dist/index.mjs, dist/index.cjs, dist/types, dist/cjs-types');
+console.log('built dist/index.mjs, dist/index.cjs, dist/miniprogram, dist/types, dist/cjs-types');

@@ -35,4 +35,6 @@ npm run test:types
 # The SDKs used from this checkout as the READMEs say (file: and npm pack,
 # Go replace and workspace), in a temporary directory.
 ../../scripts/from-checkout.sh
+# WeChat's Build npm (miniprogram-ci packNpm, from npm) on examples/miniprogram.
+npm run test:packnpm
 npm run test:e2e

@@ -43,6 +43,12 @@ test('package.json points every condition at files that exist, and has no runtim
   const walk = (v) => (typeof v === 'string' ? targets.push(v) : Object.values(v).forEach(walk));
   walk(pkg.exports['.']);
   for (const t of targets) assert.ok(fs.existsSync(path.join(root, t)), `${t} exists`);
+  // WeChat's Build npm copies the `miniprogram` directory; its index.js must be the CJS build.
+  assert.equal(pkg.miniprogram, 'dist/miniprogram');
+  assert.equal(
+    fs.readFileSync(path.join(root, pkg.miniprogram, 'index.js'), 'utf8'),
+    fs.readFileSync(path.join(root, pkg.main), 'utf8'),
+  );
   const cjsTypes = JSON.parse(fs.readFileSync(path.join(root, 'dist/cjs-types/package.json'), 'utf8'));
   assert.equal(cjsTypes.type, 'commonjs');
   for (const [name, version] of Object.entries(pkg.devDependencies)) {
