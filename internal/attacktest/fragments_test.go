@@ -20,7 +20,13 @@ import (
 // and reconnect (50 times a second) to do it again. relay survives, everyone else keeps
 // their latency, and the log stays quiet.
 func TestAttackFragmentFlood(t *testing.T) {
-	r := attacktest.Start(t, attacktest.Options{Config: `listen: "127.0.0.1:0"`})
+	// The attackers reconnect faster than one address may upgrade: the
+	// per-address rate (TestAttackUpgradeFlood) is off here, so that this
+	// attack reaches the frame guard on every connection.
+	r := attacktest.Start(t, attacktest.Options{Config: `
+listen: "127.0.0.1:0"
+limits: {connections_per_second_per_ip: 0}
+`})
 	pair := attacktest.StartPair(t, r, 10*time.Millisecond)
 	linesBefore := r.LogLineCount()
 
